@@ -1,0 +1,91 @@
+"""
+Checkpoints and the device/precision set-up shared by train.py, sample.py and bench.py.
+
+A checkpoint is a dict saved with torch.save, with nanoGPT's keys plus a few:
+    model          state_dict of the bare model (no DDP 'module.' or compile '_orig_mod.' prefixes)
+    optimizer      optimizer state_dict             scaler   GradScaler state (fp16) or None
+    model_type     'gpt' or 'loop'                  model_args  GPTConfig fields
+    iter_num       iterations done                  best_val_loss
+    config         the resolved training config     meta     the dataset's meta.json (tokenizer)
+    rng            RNG states, for an exact resume
+"""
+
+import os
+from contextlib import nullcontext
+
+import torch
+
+from model import build_model
+
+
+class CheckpointError(Exception):
+    """A missing or unusable checkpoint; the message says what to do."""
+
+
+def save_checkpoint(obj, path):
+    """Write atomically: a crash mid-save leaves the previous file at `path` intact."""
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(out_dir, which='last', device='cpu'):
+    """Load out_dir/{which}.pt ('last' or 'best')."""
+    path = os.path.join(out_dir, f'{which}.pt')
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}: train one first (python train.py ... "
+                              f"--out_dir={out_dir}) or point --out_dir at a training run.")
+    try:
+        # weights_only=False: the checkpoint also holds RNG states and the config
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} ({type(e).__name__}): the file is damaged; "
+                              f"delete it or use the other checkpoint (last/best).") from None
+    missing = {'model', 'model_type', 'model_args'} - set(ckpt)
+    if missing:
+        raise CheckpointError(f"{path} is not a loopgpt checkpoint (lacks {', '.join(sorted(missing))}): "
+                              f"use a checkpoint written by this repo's train.py.")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt):
+    """The bare model a checkpoint holds, weights loaded."""
+    model = build_model(ckpt['model_type'], ckpt['model_args'])
+    state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+    model.load_state_dict(state)
+    return model
+
+
+def device_type_of(device):
+    return 'cuda' if 'cuda' in device else 'mps' if 'mps' in device else 'cpu'
+
+
+def default_device():
+    if torch.cuda.is_available():
+        return 'cuda'
+    if torch.backends.mps.is_available():
+        return 'mps'
+    return 'cpu'
+
+
+def default_dtype(device):
+    """bf16 where the GPU has it, else fp16 on GPUs; fp32 on CPU, where low precision
+    autocast is slow and fp16 gradient scaling is not supported."""
+    if device_type_of(device) == 'cuda':
+        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    return 'float32'
+
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def autocast_context(device, dtype):
+    """Mixed precision for the forward pass; fp32 runs as is."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
+    if dtype == 'float32':
+        return nullcontext()
+    return torch.autocast(device_type=device_type_of(device), dtype=DTYPES[dtype])

@@ -1,0 +1,29 @@
+# 6-layer GPT without loops: the same-parameter twin of loop6.py.
+# Paper (arXiv 2409.14199): validation loss not quoted here (no figure we could check).   Non-embedding params: 81.2M
+# Same recipe as configs/gpt2.py (nanoGPT's GPT-2 124M run, ~0.5M tokens per step).
+# Launch: torchrun --standalone --nproc_per_node=8 train.py configs/gpt6.py
+out_dir = 'out-gpt6'
+wandb_run_name = 'gpt6'
+
+dataset = 'openwebtext'
+batch_size = 12
+block_size = 1024
+gradient_accumulation_steps = 5 * 8
+
+n_layer = 6
+n_head = 12
+n_embd = 768
+n_loop = 1
+dropout = 0.0
+bias = True
+
+learning_rate = 6e-4
+max_iters = 600000
+lr_decay_iters = 600000
+min_lr = 6e-5
+warmup_iters = 2000
+weight_decay = 1e-1
+
+eval_interval = 1000
+eval_iters = 200
+log_interval = 10

@@ -1,0 +1,417 @@
+"""
+GPT-2 and the looped, gated GPT of "Loop Neural Networks for Parameter Sharing"
+(arXiv 2409.14199), in one file.
+
+GPT      : GPT-2 exactly as OpenAI / Hugging Face define it (pre-LN blocks, tied
+           lm_head, tanh-GELU), written in nanoGPT's style and parameter names.
+LoopGPT  : the same model whose stack of blocks B is applied n_loop times, with a
+           learned gate vector a_n per iteration. Everything the two share
+           (embeddings, blocks, head, optimizer, generation, KV cache) lives in GPT;
+           LoopGPT only adds the gates and overrides `body`, the loop.
+
+Shapes in comments: B batch, T sequence length, C n_embd, nh heads, hs head size.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12        # blocks in the stack (for LoopGPT: the shared, looped blocks)
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True        # biases in Linear and LayerNorm, as GPT-2
+    n_loop: int = 1          # LoopGPT: how many times the shared stack is applied
+    n_prelude: int = 0       # LoopGPT: unshared blocks before the loop
+    n_coda: int = 0          # LoopGPT: unshared blocks after the loop
+    learn_gates: bool = True # LoopGPT: False freezes the gates at 1 (ablation)
+
+    @property
+    def effective_depth(self):
+        """Blocks a token passes through in one forward pass."""
+        return self.n_prelude + self.n_layer * self.n_loop + self.n_coda
+
+
+# -----------------------------------------------------------------------------
+# KV cache
+
+
+class KVCache:
+    """
+    Keys and values of every attention call made so far, for fast generation.
+
+    One slot per attention call in a forward pass: a GPT has n_layer slots, but a
+    LoopGPT needs one per (loop iteration, layer), since the same block sees a
+    different hidden state in every iteration and so produces different keys and
+    values. Slots are numbered in the order the blocks run.
+    """
+
+    def __init__(self, n_slots, batch_size, n_head, max_len, head_size, device, dtype):
+        shape = (n_slots, batch_size, n_head, max_len, head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # tokens already cached (the same in every slot)
+
+    def update(self, slot, k, v):
+        """Store k, v (B, nh, T, hs) after the cached tokens; return all keys and values so far."""
+        end = self.pos + k.size(2)
+        self.k[slot, :, :, self.pos:end] = k
+        self.v[slot, :, :, self.pos:end] = v
+        return self.k[slot, :, :, :end], self.v[slot, :, :, :end]
+
+    def advance(self, n):
+        """Called once per forward pass, after every slot has stored its n new tokens."""
+        self.pos += n
+
+
+# -----------------------------------------------------------------------------
+# GPT-2 building blocks
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v fused
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x, kv_cache=None, slot=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if kv_cache is not None:
+            k, v = kv_cache.update(slot, k, v)  # (B, nh, Tk, hs), Tk = cached + T
+        Tk = k.size(2)
+        if Tk == T:    # no earlier tokens: the usual causal mask
+            mask, causal = None, True
+        elif T == 1:   # one new token attends to everything before it
+            mask, causal = None, False
+        else:          # a chunk after cached tokens: query i sees keys up to Tk - T + i
+            mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
+            causal = False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate='tanh')  # GPT-2's "gelu_new"; exact GELU would not match its weights
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, kv_cache=None, slot=None):
+        x = x + self.attn(self.ln_1(x), kv_cache, slot)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# -----------------------------------------------------------------------------
+# GPT
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        if type(self) is GPT and (config.n_loop, config.n_prelude, config.n_coda) != (1, 0, 0):
+            raise ValueError("GPT does not loop: use LoopGPT for n_loop > 1, n_prelude or n_coda.")
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        self.n_loop = config.n_loop  # 1: a GPT does not loop; LoopGPT lets you change it
+        self.init_weights()
+
+    def init_weights(self):
+        """GPT-2 init: N(0, 0.02), and residual projections scaled down by 1/sqrt(2 * depth)
+        so the residual stream does not grow with depth. Depth counts every block a token
+        passes through, loops included: that is how many times c_proj adds into the stream."""
+        resid_std = 0.02 / math.sqrt(2 * self.config.effective_depth)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=resid_std)
+            elif p.dim() == 2 and name != 'gates':  # Linear and Embedding (wte is lm_head)
+                torch.nn.init.normal_(p, mean=0.0, std=0.02)
+            elif name.endswith('.bias'):
+                torch.nn.init.zeros_(p)
+            else:  # LayerNorm gains and loop gates
+                torch.nn.init.ones_(p)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count. Like nanoGPT, non_embedding=True leaves out the position
+        embeddings but keeps wte, which is also the lm_head."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    # --- forward: embed -> body -> head. LoopGPT overrides body only. ---
+
+    def forward(self, idx, targets=None, kv_cache=None):
+        """idx (B, T) token ids -> (logits, loss). With targets, logits for every position
+        (B, T, vocab) and the mean cross entropy (targets of -1 are ignored); without,
+        logits of the last position only (B, 1, vocab), all that sampling needs."""
+        x = self.embed(idx, pos0=kv_cache.pos if kv_cache is not None else 0)
+        x = self.body(x, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(idx.size(1))
+        return self.head(x, targets)
+
+    def embed(self, idx, pos0=0):
+        """Token + position embedding: (B, T) -> (B, T, C)."""
+        T = idx.size(1)
+        assert pos0 + T <= self.config.block_size, \
+            f"cannot forward position {pos0 + T - 1}: block_size is only {self.config.block_size}"
+        pos = torch.arange(pos0, pos0 + T, dtype=torch.long, device=idx.device)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+
+    def body(self, x, kv_cache=None):
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, i)
+        return x
+
+    def head(self, x, targets=None):
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None  # list index keeps the time dim
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def depth(self):
+        """Blocks a token passes through now (the loops of LoopGPT included): also the
+        number of attention calls per forward pass, i.e. of KV cache slots."""
+        cfg = self.config
+        return cfg.n_prelude + self.n_loop * cfg.n_layer + cfg.n_coda
+
+    # --- training helpers ---
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW that decays the weight matrices (Linear, Embedding) only. Biases, LayerNorm
+        gains and loop gates are left alone: shrinking them towards 0 has no regularising
+        meaning, and a gate pulled to 0 switches its loop iteration off."""
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        decay = [p for n, p in params if p.dim() >= 2 and n != 'gates']
+        no_decay = [p for n, p in params if not (p.dim() >= 2 and n != 'gates')]
+        groups = [{'params': decay, 'weight_decay': weight_decay},
+                  {'params': no_decay, 'weight_decay': 0.0}]
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs (forward + backward) per token, PaLM appendix B style:
+        6 per weight use plus attention's 12 * depth * C * T. A looped block is used
+        n_loop times, so its weights count n_loop times."""
+        T = seq_len or self.config.block_size
+        n_shared = sum(p.numel() for p in self.transformer.h.parameters())
+        n_uses = self.get_num_params() + (self.n_loop - 1) * n_shared
+        return 6 * n_uses + 12 * self.depth() * self.config.n_embd * T
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
+        """Model FLOPs utilisation as a fraction of peak_flops (default: A100 bf16)."""
+        flops_per_iter = self.flops_per_token() * self.config.block_size * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    def crop_block_size(self, block_size):
+        """Shrink the context, e.g. to fine-tune GPT-2 (1024) on shorter sequences."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, override_args=None):
+        """Hugging Face GPT-2 weights ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a
+        local directory saved with save_pretrained) as a GPT. Needs `transformers`."""
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise ImportError("from_pretrained needs Hugging Face transformers: pip install transformers") from None
+        override_args = override_args or {}
+        assert set(override_args) <= {'dropout'}, "only dropout can be overridden"
+        hf = GPT2LMHeadModel.from_pretrained(name_or_path)
+        c = hf.config
+        config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
+                           n_head=c.n_head, n_embd=c.n_embd, bias=True, **override_args)
+        model = GPT(config)
+        sd, sd_hf = model.state_dict(), hf.state_dict()
+        keys = [k for k in sd_hf if not k.endswith(('.attn.bias', '.attn.masked_bias'))]  # HF's mask buffers
+        assert len(keys) == len(sd), f"mismatched keys: {len(keys)} != {len(sd)}"
+        # HF stores these as Conv1D, i.e. transposed Linear weights
+        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+        with torch.no_grad():
+            for k in keys:
+                src = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
+                assert src.shape == sd[k].shape, f"{k}: {src.shape} != {sd[k].shape}"
+                sd[k].copy_(src)
+        return model
+
+    # --- generation ---
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """Extend idx (B, T) by max_new_tokens tokens, feeding each prediction back in.
+        temperature=0 is greedy. use_cache=False recomputes the whole window every step;
+        with the cache the prompt is run once and then one token per step. Both give the
+        same tokens: once the sequence outgrows block_size the window slides, every
+        position changes, and the cached path re-runs the cropped window as the plain
+        path does."""
+        block_size = self.config.block_size
+        cache = None
+        for _ in range(max_new_tokens):
+            if not use_cache or idx.size(1) > block_size:
+                logits, _ = self(idx[:, -block_size:])
+            elif cache is None:  # prefill the prompt
+                cache = self.new_kv_cache(idx.size(0), block_size)
+                logits, _ = self(idx, kv_cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], kv_cache=cache)
+            idx_next = self.sample_next(logits[:, -1, :], temperature, top_k, top_p)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+    def new_kv_cache(self, batch_size, max_len):
+        cfg, p = self.config, self.lm_head.weight
+        return KVCache(self.depth(), batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head,
+                       device=p.device, dtype=p.dtype)
+
+    @staticmethod
+    def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
+        """logits (B, vocab) -> next token ids (B, 1)."""
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits / temperature
+        if top_k is not None:
+            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+            logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
+        if top_p is not None:
+            # keep the smallest set of most likely tokens whose probability reaches top_p
+            sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+            probs = sorted_logits.softmax(dim=-1)
+            drop = probs.cumsum(dim=-1) - probs >= top_p  # the likelier tokens already reach top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float('-inf'))
+            logits = torch.full_like(logits, float('-inf')).scatter(1, sorted_idx, sorted_logits)
+        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+
+
+# -----------------------------------------------------------------------------
+# LoopGPT
+
+
+class LoopGPT(GPT):
+    """
+    GPT whose n_layer blocks are applied n_loop times with learned gates, optionally
+    between n_prelude unshared blocks before the loop and n_coda after it.
+
+    `n_loop` is an attribute: set `model.n_loop` to run more or fewer iterations than
+    the model was trained with (test-time compute). Beyond the trained count the last
+    gate a_N is reused; below it, a_1 .. a_n are used as trained.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer.prelude = nn.ModuleList([Block(config) for _ in range(config.n_prelude)])
+        self.transformer.coda = nn.ModuleList([Block(config) for _ in range(config.n_coda)])
+        # gates a_0 .. a_N, one vector in R^C each, starting at 1 (an ungated residual loop)
+        self.gates = nn.Parameter(torch.ones(config.n_loop + 1, config.n_embd),
+                                  requires_grad=config.learn_gates)
+        self.init_weights()  # once more, now that prelude and coda exist
+
+    def gate(self, n):
+        return self.gates[min(n, self.gates.size(0) - 1)]
+
+    def body(self, x, kv_cache=None):
+        x = self.run_blocks(self.transformer.prelude, x, kv_cache, first_slot=0)
+        h = self.loop(x, kv_cache)
+        first_coda = self.config.n_prelude + self.n_loop * self.config.n_layer
+        return self.run_blocks(self.transformer.coda, h, kv_cache, first_slot=first_coda)
+
+    def loop(self, x, kv_cache=None, states=None):
+        """The loop of the paper, x (B, T, C) -> h_N (B, T, C):
+
+            h_0 = a_0 ⊙ x_0
+            h_n = h_{n-1} + a_n ⊙ f(h_{n-1}),   f(h) = B(h) - h,   n = 1 .. N
+
+        B is the stack of shared blocks. Unrolled, h_N = a_0 ⊙ x_0 + Σ_n a_n ⊙ f(h_{n-1}).
+        With every a_n = 1 this is B applied N times, i.e. a GPT of N * n_layer blocks.
+        If `states` is a list, h_0 .. h_N are appended to it."""
+        h = self.gate(0) * x
+        if states is not None:
+            states.append(h)
+        for n in range(1, self.n_loop + 1):
+            first_slot = self.config.n_prelude + (n - 1) * self.config.n_layer
+            b = self.run_blocks(self.transformer.h, h, kv_cache, first_slot)  # B(h_{n-1})
+            h = h + self.gate(n) * (b - h)
+            if states is not None:
+                states.append(h)
+        return h
+
+    @staticmethod
+    def run_blocks(blocks, x, kv_cache, first_slot):
+        for i, block in enumerate(blocks):
+            x = block(x, kv_cache, first_slot + i)
+        return x
+
+    def readout_losses(self, idx, targets):
+        """Loss of reading out after every iteration: coda, ln_f and lm_head applied to
+        h_n for n = 0 .. n_loop. The last one is the model's loss. Returns a list of floats."""
+        states = []
+        x = self.run_blocks(self.transformer.prelude, self.embed(idx), None, 0)
+        self.loop(x, states=states)
+        losses = []
+        for h in states:
+            h = self.run_blocks(self.transformer.coda, h, None, 0)
+            losses.append(self.head(h, targets)[1].item())
+        return losses
+
+    def gate_means(self):
+        """Mean |a_n| for n = 0 .. N, for logging."""
+        return self.gates.detach().abs().mean(dim=1).tolist()
+
+
+MODEL_TYPES = {'gpt': GPT, 'loop': LoopGPT}
+
+
+def build_model(model_type, model_args):
+    """The model a checkpoint describes: model_type 'gpt' or 'loop', model_args GPTConfig fields."""
+    return MODEL_TYPES[model_type](GPTConfig(**model_args))

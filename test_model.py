@@ -1,0 +1,254 @@
+"""Properties of model.py that must hold exactly (fp32, CPU, random weights and inputs)."""
+
+import copy
+import math
+import os
+import runpy
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, LoopGPT, build_model
+
+SMALL = dict(block_size=16, vocab_size=96, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+
+
+def make(cls, seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = cls(GPTConfig(**{**SMALL, **overrides}))
+    return model.eval()
+
+
+def random_idx(B=3, T=16, vocab=SMALL['vocab_size'], seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (B, T), generator=g)
+
+
+def all_logits(model, idx):
+    """Logits at every position, (B, T, vocab): pass dummy targets to get them all."""
+    return model(idx, targets=torch.zeros_like(idx))[0]
+
+
+def randomize_gates(model, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.gates.copy_(torch.rand(model.gates.shape, generator=g) * 2 - 0.5)
+
+
+# 1. n_loop=1 with initial gates is the GPT with the same weights
+@pytest.mark.parametrize('bias', [True, False])
+def test_loop1_equals_gpt(bias):
+    gpt = make(GPT, bias=bias)
+    loop = make(LoopGPT, seed=7, bias=bias, n_loop=1)
+    missing, unexpected = loop.load_state_dict(gpt.state_dict(), strict=False)
+    assert missing == ['gates'] and unexpected == []
+    idx = random_idx()
+    torch.testing.assert_close(all_logits(loop, idx), all_logits(gpt, idx), atol=1e-5, rtol=0)
+
+
+# 2. k layers looped L times with initial gates == GPT of k*L blocks, the shared ones repeated
+@pytest.mark.parametrize('k,L', [(1, 3), (2, 2), (3, 2)])
+def test_loop_equals_unrolled_gpt(k, L):
+    loop = make(LoopGPT, n_layer=k, n_loop=L)
+    deep = make(GPT, seed=3, n_layer=k * L)
+    deep.load_state_dict({n: p for n, p in loop.state_dict().items() if n != 'gates'}, strict=False)
+    deep.transformer.h = torch.nn.ModuleList([loop.transformer.h[i % k] for i in range(k * L)])
+    idx = random_idx()
+    torch.testing.assert_close(all_logits(loop, idx), all_logits(deep, idx), atol=1e-5, rtol=0)
+
+
+# 3. random gates: h_N == a_0 x_0 + sum_n a_n f(h_{n-1}), computed here independently
+def test_random_gates_follow_unrolled_series():
+    k, L = 2, 3
+    model = make(LoopGPT, n_layer=k, n_loop=L)
+    randomize_gates(model)
+    idx = random_idx()
+    x0 = model.embed(idx)
+    a = model.gates.detach()
+
+    def B(h):  # the shared stack, applied once
+        for block in model.transformer.h:
+            h = block(h)
+        return h
+
+    hs = [a[0] * x0]
+    for n in range(1, L + 1):
+        hs.append(hs[-1] + a[n] * (B(hs[-1]) - hs[-1]))
+    series = a[0] * x0 + sum(a[n] * (B(hs[n - 1]) - hs[n - 1]) for n in range(1, L + 1))
+
+    h_N = model.loop(x0)
+    torch.testing.assert_close(h_N, series, atol=1e-5, rtol=0)
+    # and it is what the logits are made of
+    expected = model.lm_head(model.transformer.ln_f(series))
+    torch.testing.assert_close(all_logits(model, idx), expected, atol=1e-5, rtol=0)
+    # the gates matter: with all ones the result differs
+    ungated = copy.deepcopy(model)
+    torch.nn.init.ones_(ungated.gates)
+    assert (h_N - ungated.loop(x0)).abs().max() > 1e-3
+
+
+# 4. parameters, gradients and weight decay of the gates
+@pytest.mark.parametrize('n_loop', [1, 2, 4])
+def test_gate_params_grads_and_no_decay(n_loop):
+    gpt, loop = make(GPT), make(LoopGPT, n_loop=n_loop)
+    assert loop.get_num_params() - gpt.get_num_params() == (n_loop + 1) * SMALL['n_embd']
+    assert loop.get_num_params(non_embedding=False) - gpt.get_num_params(non_embedding=False) \
+        == (n_loop + 1) * SMALL['n_embd']
+
+    loop.train()
+    randomize_gates(loop)  # at all-ones some gate gradients could be tiny by symmetry; avoid that
+    idx = random_idx()
+    _, loss = loop(idx, targets=torch.roll(idx, -1, dims=1))
+    loss.backward()
+    assert loop.gates.grad is not None
+    assert (loop.gates.grad.abs().sum(dim=1) > 0).all(), "every gate a_0..a_N must get a gradient"
+
+    opt = loop.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95), device_type='cpu')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert any(p is loop.gates for p in no_decay['params'])
+    assert not any(p is loop.gates for p in decay['params'])
+    # decay holds exactly the weight matrices; every trainable parameter is in one group
+    named = dict(loop.named_parameters())
+    assert {id(p) for p in decay['params']} == {id(p) for n, p in named.items() if p.dim() == 2 and n != 'gates'}
+    assert len(decay['params']) + len(no_decay['params']) == len(named)
+
+
+def test_frozen_gates_are_not_trained():
+    model = make(LoopGPT, n_loop=2, learn_gates=False)
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    assert not any(p is model.gates for g in opt.param_groups for p in g['params'])
+    assert not model.gates.requires_grad
+
+
+# 5. loss at init ~ ln(vocab); a tiny model overfits one batch
+@pytest.mark.parametrize('cls,kw', [(GPT, {}), (LoopGPT, {'n_loop': 3})])
+def test_init_loss_and_overfit(cls, kw):
+    model = make(cls, **kw)
+    idx = random_idx(B=4)
+    targets = torch.roll(idx, -1, dims=1)
+    _, loss0 = model(idx, targets)
+    assert abs(loss0.item() - math.log(SMALL['vocab_size'])) < 0.1
+
+    model.train()
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 'cpu')
+    for _ in range(40):
+        _, loss = model(idx, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * loss0.item()
+
+
+# 6. causality: token t only affects logits at positions >= t
+@pytest.mark.parametrize('cls,kw', [(GPT, {}), (LoopGPT, {'n_loop': 3, 'n_prelude': 1, 'n_coda': 1})])
+def test_causality(cls, kw):
+    model = make(cls, **kw)
+    if cls is LoopGPT:
+        randomize_gates(model)
+    idx = random_idx(B=1)
+    base = all_logits(model, idx)
+    for t in [0, 5, 15]:
+        changed = idx.clone()
+        changed[0, t] = (changed[0, t] + 1) % SMALL['vocab_size']
+        out = all_logits(model, changed)
+        assert torch.equal(out[:, :t], base[:, :t])
+        assert (out[:, t] - base[:, t]).abs().max() > 0
+
+
+# prelude / coda: zero-length is the old model; non-zero runs unshared blocks around the loop
+def test_empty_prelude_and_coda_change_nothing():
+    plain = make(LoopGPT, n_loop=2)
+    explicit = make(LoopGPT, seed=9, n_loop=2, n_prelude=0, n_coda=0)
+    assert plain.state_dict().keys() == explicit.state_dict().keys()
+    explicit.load_state_dict(plain.state_dict())
+    idx = random_idx()
+    assert torch.equal(all_logits(plain, idx), all_logits(explicit, idx))
+
+
+def test_prelude_and_coda_wrap_the_loop():
+    model = make(LoopGPT, n_layer=2, n_loop=2, n_prelude=1, n_coda=1)
+    randomize_gates(model)
+    idx = random_idx()
+    x = model.transformer.prelude[0](model.embed(idx))
+    h = model.transformer.coda[0](model.loop(x))
+    torch.testing.assert_close(all_logits(model, idx), model.lm_head(model.transformer.ln_f(h)), atol=1e-6, rtol=0)
+    # each extra block adds the parameters of one block
+    base = make(LoopGPT, n_layer=2, n_loop=2)
+    block = sum(p.numel() for p in base.transformer.h[0].parameters())
+    assert model.get_num_params() - base.get_num_params() == 2 * block
+    assert model.config.effective_depth == model.depth() == 1 + 2 * 2 + 1
+
+
+def test_gpt_refuses_loop_settings():
+    with pytest.raises(ValueError, match='LoopGPT'):
+        GPT(GPTConfig(**{**SMALL, 'n_loop': 2}))
+
+
+def test_readout_after_last_iteration_is_the_model_loss():
+    model = make(LoopGPT, n_layer=1, n_loop=3, n_prelude=1, n_coda=1)
+    randomize_gates(model)
+    idx = random_idx()
+    targets = torch.roll(idx, -1, dims=1)
+    losses = model.readout_losses(idx, targets)
+    assert len(losses) == 4
+    assert losses[-1] == pytest.approx(model(idx, targets)[1].item(), abs=1e-6)
+
+
+def test_test_time_n_loop():
+    model = make(LoopGPT, n_loop=2)
+    randomize_gates(model)
+    idx = random_idx()
+    trained = all_logits(model, idx)
+    model.n_loop = 4  # gates a_3, a_4 reuse a_2
+    more = all_logits(model, idx)
+    assert (more - trained).abs().max() > 1e-4
+    assert model.depth() == 4 * SMALL['n_layer']
+    model.n_loop = 2
+    assert torch.equal(all_logits(model, idx), trained)
+
+
+def test_flops_count_loops():
+    gpt = make(GPT, n_layer=4)
+    loop = make(LoopGPT, n_layer=2, n_loop=2)
+    # same depth: attention FLOPs equal; weight FLOPs equal up to the gates and the shared weights
+    assert loop.flops_per_token() - gpt.flops_per_token() == 6 * loop.gates.numel()
+
+
+# 7. from_pretrained matches Hugging Face's GPT-2 on a locally saved random model
+def test_from_pretrained_matches_huggingface(tmp_path):
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(n_positions=32, n_embd=48, n_layer=2, n_head=4, vocab_size=101,
+                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = transformers.GPT2LMHeadModel(hf_config).eval()
+    with torch.no_grad():  # HF zero-inits biases and LayerNorm; randomise all to test every mapping
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    hf.save_pretrained(tmp_path)
+
+    model = GPT.from_pretrained(str(tmp_path)).eval()
+    assert model.config.vocab_size == 101 and model.config.block_size == 32
+    idx = random_idx(B=2, T=32, vocab=101)
+    with torch.no_grad():
+        expected = hf(idx).logits
+    torch.testing.assert_close(all_logits(model, idx), expected, atol=1e-5, rtol=1e-5)
+
+
+# the paper configs
+PAPER_PARAMS = {'gpt2': 123.7, 'loop6': 81.2, 'loop4': 67.0, 'loop1': 45.7, 'gpt6': 81.2, 'gpt4': 67.0, 'gpt1': 45.7}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
+def test_paper_config_param_counts(name):
+    cfg = runpy.run_path(os.path.join(CONFIGS_DIR, f'{name}.py'))
+    args = {k: cfg[k] for k in ('n_layer', 'n_head', 'n_embd', 'n_loop', 'bias', 'block_size', 'dropout')}
+    model_type = 'loop' if cfg['n_loop'] > 1 else 'gpt'
+    with torch.device('meta'):  # no memory, no init cost: only shapes are needed
+        model = build_model(model_type, dict(args, vocab_size=50304))
+    assert round(model.get_num_params() / 1e6, 1) == PAPER_PARAMS[name]
+    assert cfg['block_size'] == 1024 and cfg['dataset'] == 'openwebtext'
+    assert cfg['batch_size'] * cfg['block_size'] * cfg['gradient_accumulation_steps'] == 491520
+    if name in ('loop6', 'loop4', 'gpt2'):
+        assert model.depth() == 12
