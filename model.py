@@ -55,14 +55,16 @@ class KVCache:
     values. Slots are numbered in the order the blocks run.
     """
 
-    def __init__(self, n_slots, batch_size, n_head, max_len, head_size, device, dtype):
-        shape = (n_slots, batch_size, n_head, max_len, head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+    def __init__(self, n_slots, batch_size, n_head, max_len, head_size):
+        self.shape = (n_slots, batch_size, n_head, max_len, head_size)
+        self.k = self.v = None  # allocated at the first update, in the dtype attention runs in
         self.pos = 0  # tokens already cached (the same in every slot)
 
     def update(self, slot, k, v):
         """Store k, v (B, nh, T, hs) after the cached tokens; return all keys and values so far."""
+        if self.k is None:
+            self.k = torch.zeros(self.shape, device=k.device, dtype=k.dtype)
+            self.v = torch.zeros(self.shape, device=v.device, dtype=v.dtype)
         end = self.pos + k.size(2)
         self.k[slot, :, :, self.pos:end] = k
         self.v[slot, :, :, self.pos:end] = v
@@ -311,9 +313,8 @@ class GPT(nn.Module):
         return idx
 
     def new_kv_cache(self, batch_size, max_len):
-        cfg, p = self.config, self.lm_head.weight
-        return KVCache(self.depth(), batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head,
-                       device=p.device, dtype=p.dtype)
+        cfg = self.config
+        return KVCache(self.depth(), batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
 
     @staticmethod
     def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
