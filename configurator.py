@@ -31,7 +31,9 @@ def configure(defaults, argv):
             key, sep, text = arg[2:].partition('=')
             if not sep:
                 raise ConfigError(f"'{arg}' has no value: write it as --{key}=VALUE.")
-            _set(config, key, _parse(text), source=arg)
+            # a string setting takes the text as it is: --start=42 is the prompt '42'
+            value = text if isinstance(config.get(key), str) else _parse(text)
+            _set(config, key, value, source=arg)
         else:
             for key, value in _read_file(arg).items():
                 _set(config, key, value, source=arg)

@@ -218,7 +218,7 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # list index keeps the time dim
         logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def depth(self):
@@ -323,9 +323,11 @@ class GPT(nn.Module):
             return logits.argmax(dim=-1, keepdim=True)
         logits = logits / temperature
         if top_k is not None:
+            assert top_k >= 1, "top_k must be at least 1"
             v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
             logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
-        if top_p is not None:
+        if top_p is not None and top_p < 1.0:  # 1.0 keeps all (fp32 cumsums can reach 1 early)
+            assert top_p > 0, "top_p must be in (0, 1]"
             # keep the smallest set of most likely tokens whose probability reaches top_p
             sorted_logits, sorted_idx = torch.sort(logits, descending=True)
             probs = sorted_logits.softmax(dim=-1)

@@ -53,3 +53,8 @@ def test_config_keys_keeps_plain_values_only():
     import os
     ns = dict(a=1, b='x', c=None, _d=2, os=os, f=lambda: 0, e=[1])
     assert config_keys(ns) == dict(a=1, b='x', c=None)
+
+
+def test_string_settings_take_the_text_as_is():
+    config = configure(DEFAULTS, ['--dataset=42', '--max_iters=7'])
+    assert config['dataset'] == '42' and config['max_iters'] == 7
