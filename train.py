@@ -1,0 +1,466 @@
+"""
+Train a GPT or a looped LoopGPT, in nanoGPT's style: read it top to bottom.
+
+    python train.py configs/tiny.py                            # one process: CPU, a GPU or MPS
+    python train.py configs/loop6.py --batch_size=8            # config files, then --key=value overrides
+    torchrun --standalone --nproc_per_node=8 train.py configs/loop6.py    # DDP on one node
+
+Data: data_dir/dataset/{train,val}.bin and meta.json, written by prepare.py.
+Every training micro-batch is drawn from a generator seeded by (seed, iteration,
+global micro-step), and DDP process r of W does micro-steps r*A/W .. (r+1)*A/W - 1 of
+the A = gradient_accumulation_steps, so the global batch, the loss curve and a
+resumed run are the same whatever the number of processes.
+
+Writes in out_dir: last.pt (at every eval, the end included), best.pt (when the val
+loss improves), log.jsonl (one JSON record per train log line and per eval;
+started afresh by a new run, appended to by a resumed one).
+"""
+
+import json
+import math
+import os
+import sys
+import textwrap
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
+                        device_type_of, load_checkpoint, model_from_checkpoint, save_checkpoint)
+from configurator import ConfigError, config_keys, configure
+from model import GPT, build_model
+from prepare import PrepareError, load_meta
+
+# -----------------------------------------------------------------------------
+# default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value.
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False        # evaluate once (e.g. a resumed checkpoint or GPT-2), then exit
+init_from = 'scratch'    # 'scratch', 'resume' (out_dir/last.pt), or GPT-2 weights: 'gpt2', 'gpt2-medium', ... or a local HF directory
+# wandb logging
+wandb_log = False        # off by default; wandb is imported only when on
+wandb_project = 'loopgpt'
+wandb_run_name = 'gpt2'
+# data
+dataset = 'openwebtext'
+data_dir = 'data'        # data read from data_dir/dataset/
+gradient_accumulation_steps = 5 * 8  # micro-batches per iteration in all, shared out among the DDP processes
+batch_size = 12          # sequences per micro-batch
+block_size = 1024
+# model
+model_type = 'auto'      # 'gpt', 'loop', or 'auto': 'loop' if n_loop > 1 or n_prelude or n_coda > 0
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0            # 0 for pretraining, 0.1+ for finetuning
+bias = True              # biases in Linear and LayerNorm, as GPT-2
+n_loop = 1               # LoopGPT: times the n_layer shared blocks are applied
+n_prelude = 0            # LoopGPT: unshared blocks before the loop
+n_coda = 0               # LoopGPT: unshared blocks after the loop
+learn_gates = True       # LoopGPT: False freezes the gates at 1
+# AdamW optimizer
+learning_rate = 6e-4
+max_iters = 600000
+weight_decay = 1e-1      # on weight matrices only
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0          # clip gradients at this norm; 0 disables
+# learning rate: linear warmup, then cosine decay to min_lr
+decay_lr = True
+warmup_iters = 2000
+lr_decay_iters = 600000  # ~= max_iters, per Chinchilla
+min_lr = 6e-5            # ~= learning_rate / 10, per Chinchilla
+# system
+device = default_device()          # 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = default_dtype(device)      # 'float32', 'bfloat16' or 'float16' (autocast; float16 adds a GradScaler)
+compile = device_type_of(device) == 'cuda'  # torch.compile: faster on GPUs, slow to start
+seed = 1337
+# -----------------------------------------------------------------------------
+
+ARCHITECTURE = ('model_type', 'block_size', 'n_layer', 'n_head', 'n_embd', 'bias',
+                'n_loop', 'n_prelude', 'n_coda', 'learn_gates')
+
+
+def die(message):
+    """A mistake the user can fix: one line on stderr (from rank 0 only), exit 1, no traceback."""
+    if int(os.environ.get('RANK', 0)) == 0:
+        print(f"error: {message}", file=sys.stderr)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    sys.exit(1)
+
+
+def check_device(device):
+    kind = device_type_of(device)
+    if kind == 'cuda' and not torch.cuda.is_available():
+        die(f"device '{device}' needs a CUDA GPU but torch sees none: use --device=cpu (or mps on a Mac).")
+    if kind == 'mps' and not torch.backends.mps.is_available():
+        die("device 'mps' is not available here: use --device=cpu.")
+
+
+def check_config(c, world_size):
+    """Values of the right type can still be wrong: return what to fix, or None."""
+    positive = ('batch_size', 'block_size', 'gradient_accumulation_steps', 'n_layer', 'n_head',
+                'n_embd', 'n_loop', 'eval_interval', 'log_interval', 'eval_iters')
+    for key in positive:
+        if c[key] < 1:
+            return f"{key} must be at least 1, not {c[key]}."
+    for key in ('n_prelude', 'n_coda', 'max_iters', 'seed', 'warmup_iters'):
+        if c[key] < 0:
+            return f"{key} must not be negative, not {c[key]}."
+    if c['n_embd'] % c['n_head']:
+        return f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}: choose values that divide."
+    if c['dtype'] not in DTYPES:
+        return f"unknown dtype '{c['dtype']}': use one of {', '.join(DTYPES)}."
+    if c['model_type'] not in ('auto', 'gpt', 'loop'):
+        return f"unknown model_type '{c['model_type']}': use 'auto', 'gpt' or 'loop'."
+    if c['model_type'] == 'gpt' and (c['n_loop'], c['n_prelude'], c['n_coda']) != (1, 0, 0):
+        return "model_type='gpt' does not loop: set model_type='loop' (or 'auto') to use n_loop, n_prelude or n_coda."
+    if c['gradient_accumulation_steps'] % world_size:
+        return (f"gradient_accumulation_steps={c['gradient_accumulation_steps']} is not divisible by the "
+                f"{world_size} processes: make it a multiple of the number of processes.")
+    return None
+
+
+# --- configuration: defaults above, then config files, then --key=value ---
+try:
+    config = configure(config_keys(globals()), sys.argv[1:])
+    if config['device'] != device:
+        # dtype and compile follow the chosen device unless they are set too: resolve again
+        check_device(config['device'])
+        dtype, compile = default_dtype(config['device']), device_type_of(config['device']) == 'cuda'
+        config = configure(config_keys(globals()), sys.argv[1:])
+except ConfigError as e:
+    die(e)
+check_device(config['device'])
+problem = check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
+if problem:
+    die(problem)
+if config['model_type'] == 'auto':
+    config['model_type'] = 'loop' if config['n_loop'] > 1 or config['n_prelude'] or config['n_coda'] else 'gpt'
+globals().update(config)
+
+# --- DDP: one process per GPU (or CPU slot), launched by torchrun ---
+ddp = 'RANK' in os.environ
+if ddp:
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    if device_type_of(device) == 'cuda':
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend='nccl' if device_type_of(device) == 'cuda' else 'gloo')
+else:
+    rank, local_rank, world_size = 0, 0, 1
+master_process = rank == 0  # logs, evaluates and saves
+device_type = device_type_of(device)
+micro_steps = gradient_accumulation_steps // world_size  # micro-batches this process runs per iteration
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+if master_process:
+    print("config:", textwrap.fill(', '.join(f'{k}={v!r}' for k, v in config.items()), 100,
+                                   subsequent_indent='  '))
+    print(f"tokens per iteration: {tokens_per_iter:,} = {gradient_accumulation_steps} micro-batches "
+          f"({micro_steps} in each of {world_size} processes) x {batch_size} x {block_size}")
+torch.manual_seed(seed)  # the model init
+if device_type == 'cuda':
+    torch.set_float32_matmul_precision('high')  # allow TF32 matmuls
+ctx = autocast_context(device, dtype)
+
+# --- data ---
+data_path = os.path.join(data_dir, dataset)
+try:
+    meta = load_meta(data_path)  # checks that train.bin and val.bin are complete
+except PrepareError as e:
+    die(e)
+if not {'tokenizer', 'vocab_size'} <= set(meta):
+    die(f"{data_path}/meta.json lacks tokenizer or vocab_size: prepare {dataset} again with prepare.py.")
+data_dtype = np.dtype(meta['dtype'])
+for split in ('train', 'val'):
+    n_tokens = os.path.getsize(os.path.join(data_path, f'{split}.bin')) // data_dtype.itemsize
+    if n_tokens <= block_size:
+        die(f"{data_path}/{split}.bin holds {n_tokens} tokens, not more than block_size={block_size}: "
+            f"lower block_size or prepare more data.")
+# GPT-2's 50257 tokens padded up to a multiple of 64 (50304): faster matmuls, the extra rows never used
+vocab_size = meta['vocab_size'] if meta['tokenizer'] != 'gpt2' else -(-meta['vocab_size'] // 64) * 64
+
+
+def get_batch(split, rng):
+    """batch_size windows of split at offsets drawn from the numpy Generator rng:
+    inputs x and targets y, the same tokens shifted by one, both (batch_size, block_size) int64."""
+    # a new memmap every batch: keeping one open leaks memory (nanoGPT)
+    data = np.memmap(os.path.join(data_path, f'{split}.bin'), dtype=data_dtype, mode='r')
+    ix = rng.integers(len(data) - block_size, size=batch_size)
+    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    if device_type == 'cuda':  # pinned memory lets the copy run asynchronously
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def train_rng(it, micro_step):
+    """The generator of one training micro-batch (and its dropout masks): it depends on the
+    seed, the iteration and the global micro-step only, not on the world size or on resumes."""
+    return np.random.default_rng([seed, 0, it, micro_step])
+
+
+def eval_rng(split, k):
+    """The generator of eval batch k of split: the same batches at every eval."""
+    return np.random.default_rng([seed, 1, ('train', 'val').index(split), k])
+
+
+# --- model ---
+model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                  n_embd=n_embd, dropout=dropout, bias=bias, n_loop=n_loop, n_prelude=n_prelude,
+                  n_coda=n_coda, learn_gates=learn_gates)
+iter_num, best_val_loss, tokens_seen, time_before = 0, float('inf'), 0, 0.0
+ckpt = None
+if init_from == 'scratch':
+    raw_model = build_model(model_type, model_args)
+elif init_from == 'resume':
+    try:
+        ckpt = load_checkpoint(out_dir, 'last', device)
+    except CheckpointError as e:
+        die(e)
+    path = os.path.join(out_dir, 'last.pt')
+    # the data must use the tokenizer the checkpoint was trained on
+    old_meta = ckpt.get('meta') or {}
+    if (old_meta.get('tokenizer'), old_meta.get('vocab_size')) != (meta['tokenizer'], meta['vocab_size']):
+        die(f"{path} was trained on {old_meta.get('tokenizer')} tokens (vocab {old_meta.get('vocab_size')}) "
+            f"but {data_path} holds {meta['tokenizer']} tokens (vocab {meta['vocab_size']}): "
+            f"resume on a dataset with the checkpoint's tokenizer.")
+    # and the config must describe the model the checkpoint was trained with (dropout may change)
+    old = {**ckpt['model_args'], 'model_type': ckpt['model_type'], **(ckpt.get('config') or {})}
+    diff = [k for k in ARCHITECTURE if old.get(k) != config[k]]
+    if diff:
+        die(f"{path} was trained with {', '.join(f'{k}={old.get(k)!r}' for k in diff)} but the config gives "
+            f"{', '.join(f'{k}={config[k]!r}' for k in diff)}: resume with the config it was trained with "
+            f"(saved in the checkpoint) or use a new out_dir.")
+    model_args = {**ckpt['model_args'], 'dropout': dropout}
+    ckpt['model_args'] = model_args
+    raw_model = model_from_checkpoint(ckpt)
+    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    tokens_seen, time_before = ckpt.get('tokens', iter_num * tokens_per_iter), ckpt.get('time_s', 0.0)
+else:  # GPT-2 weights from Hugging Face (a hub name or a local save_pretrained directory)
+    if model_type != 'gpt':
+        die(f"init_from={init_from!r} loads a plain GPT-2: set n_loop=1, n_prelude=0, n_coda=0.")
+    if meta['tokenizer'] != 'gpt2':
+        die(f"init_from={init_from!r} needs GPT-2 tokens but {data_path} holds {meta['tokenizer']} tokens: "
+            f"prepare the dataset with the gpt2 tokenizer.")
+    try:
+        raw_model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+    except ImportError as e:
+        die(e)
+    except Exception as e:
+        die(f"cannot load GPT-2 weights {init_from!r} ({type(e).__name__}): use 'gpt2', 'gpt2-medium', "
+            f"'gpt2-large', 'gpt2-xl' (needs the Hugging Face hub) or a local save_pretrained directory.")
+    if block_size < raw_model.config.block_size:
+        raw_model.crop_block_size(block_size)
+    c = raw_model.config
+    model_args = {k: getattr(c, k) for k in model_args}
+raw_model.to(device)
+if master_process:
+    print(f"model: {type(raw_model).__name__}, {raw_model.get_num_params() / 1e6:.2f}M parameters, "
+          f"effective depth {raw_model.depth()}")
+
+# --- optimizer and fp16 gradient scaler ---
+optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+if ckpt is not None:
+    optimizer.load_state_dict(ckpt['optimizer'])
+    if scaler.is_enabled() and ckpt.get('scaler'):
+        scaler.load_state_dict(ckpt['scaler'])
+    if ckpt.get('rng'):  # training reseeds per micro-step; this covers any other use of the RNG
+        torch.set_rng_state(ckpt['rng']['torch'].cpu())
+        if device_type == 'cuda' and ckpt['rng'].get('cuda') is not None:
+            torch.cuda.set_rng_state(ckpt['rng']['cuda'].cpu())
+ckpt = None  # free the memory
+
+model = raw_model
+if compile:
+    if master_process:
+        print("compiling the model... (takes a minute)")
+    model = torch.compile(raw_model)
+train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else model
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over eval_iters fixed batches of each split."""
+    out = {}
+    model.eval()
+    for split in ('train', 'val'):
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            x, y = get_batch(split, eval_rng(split, k))
+            with ctx:
+                _, loss = model(x, y)
+            losses[k] = loss.item()
+        out[split] = losses.mean().item()
+    model.train()
+    return out
+
+
+def get_lr(it):
+    """Linear warmup for warmup_iters, cosine decay to min_lr until lr_decay_iters, then min_lr."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def log(record):
+    """Append one record to out_dir/log.jsonl (and send it to wandb)."""
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    if wandb_log:
+        values = {k: v for k, v in record.items() if k not in ('kind', 'iter', 'gates')}
+        values.update({f'gate_{n}': g for n, g in enumerate(record.get('gates', []))})
+        wandb.log({f"{record['kind']}/{k}": v for k, v in values.items()}, step=record['iter'])
+
+
+def save(name):
+    """Write out_dir/name atomically with everything an exact resume needs."""
+    path = os.path.join(out_dir, name)
+    ckpt = {
+        'model': raw_model.state_dict(),  # the bare model: no 'module.' or '_orig_mod.' prefixes
+        'optimizer': optimizer.state_dict(),
+        'scaler': scaler.state_dict() if scaler.is_enabled() else None,
+        'model_type': model_type,
+        'model_args': model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': config,
+        'meta': meta,
+        'rng': {'torch': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None},
+        'tokens': tokens_seen,
+        'time_s': time_s,
+    }
+    try:
+        save_checkpoint(ckpt, path)
+    except OSError as e:
+        die(f"cannot write {path} ({e.strerror or e}): free some disk space or set another out_dir "
+            f"(the previous checkpoint is intact).")
+
+
+def trim_log(upto):
+    """A new run starts a new log.jsonl; a resumed one keeps the records up to its checkpoint
+    but drops those a crash after the checkpoint left behind: they are about to be redone."""
+    path = os.path.join(out_dir, 'log.jsonl')
+    keep = []
+    if upto > 0 and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the crash
+                    continue
+                if r['iter'] < upto or (r['kind'] == 'eval' and r['iter'] == upto):
+                    keep.append(line)
+    with open(path + '.tmp', 'w') as f:
+        f.writelines(keep)
+    os.replace(path + '.tmp', path)
+
+
+if master_process:
+    if wandb_log:
+        try:
+            import wandb
+        except ImportError:
+            die("wandb_log=True needs wandb: pip install wandb, or set wandb_log=False.")
+    os.makedirs(out_dir, exist_ok=True)
+    if not eval_only:
+        trim_log(iter_num if init_from == 'resume' else 0)
+    if wandb_log:
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+# --- training loop ---
+resumed_at = iter_num if init_from == 'resume' else None  # that eval is in the checkpoint already
+saved_at = resumed_at  # iteration of the last checkpoint written
+t_start = time.time()
+time_s = time_before
+if master_process and iter_num >= max_iters and not eval_only:
+    print(f"nothing to do: {out_dir}/last.pt is at iter {iter_num} and max_iters={max_iters}.")
+while True:
+    # evaluate both splits, log, and save last.pt (and best.pt when val improves): rank 0 only
+    time_s = time_before + time.time() - t_start
+    due = (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at
+    if master_process and (due or eval_only):
+        losses = estimate_loss()
+        print(f"eval at iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if eval_only:
+            break
+        if not all(map(math.isfinite, losses.values())):
+            die(f"the eval loss is {losses['train']} (train), {losses['val']} (val) at iter {iter_num}: "
+                f"training stopped without saving, "
+                f"{out_dir}/last.pt (iter {saved_at}) is the last good checkpoint; lower learning_rate.")
+        log({'kind': 'eval', 'iter': iter_num, 'tokens': tokens_seen,
+             'flops': raw_model.flops_per_token() * tokens_seen, 'time_s': time_s,
+             'train_loss': losses['train'], 'val_loss': losses['val']})
+        improved = losses['val'] < best_val_loss
+        best_val_loss = min(best_val_loss, losses['val'])
+        save('last.pt')
+        if improved:
+            save('best.pt')
+        saved_at = iter_num
+    if eval_only or iter_num >= max_iters:
+        break
+
+    # one optimizer step on the global batch of gradient_accumulation_steps micro-batches
+    t0 = time.time()
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    loss_sum = torch.zeros((), device=device)
+    for k in range(micro_steps):
+        rng = train_rng(iter_num, rank * micro_steps + k)  # this process's share of the global micro-steps
+        x, y = get_batch('train', rng)
+        torch.manual_seed(int(rng.integers(2**62)))  # dropout masks
+        # DDP averages the gradients across processes in backward: only after the last micro-step
+        sync = nullcontext() if not ddp or k == micro_steps - 1 else train_model.no_sync()
+        with sync:
+            with ctx:
+                _, loss = train_model(x, y)
+            loss_sum += loss.detach()
+            scaler.scale(loss / micro_steps).backward()  # the mean over micro-steps, as in one big batch
+    if ddp:
+        dist.all_reduce(loss_sum)  # sum over the processes (gloo has no AVG)
+    # the mean loss of the global batch; .item() waits for the GPU, once per iteration
+    loss = loss_sum.item() / gradient_accumulation_steps
+    if not math.isfinite(loss):
+        die(f"the training loss is {loss} at iter {iter_num}: training stopped without saving, "
+            f"{out_dir}/last.pt (iter {saved_at}) is the last good checkpoint; lower learning_rate "
+            f"(or use dtype=bfloat16 or float32) and resume with --init_from=resume.")
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    scaler.step(optimizer)  # skipped if fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    dt = time.time() - t0
+    it = iter_num
+    iter_num += 1
+    tokens_seen += tokens_per_iter
+
+    if master_process and it % log_interval == 0:
+        mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt)  # this process's share: per GPU
+        record = {'kind': 'train', 'iter': it, 'loss': loss, 'lr': lr, 'dt_ms': dt * 1000,
+                  'tokens': tokens_seen, 'tok_s': tokens_per_iter / dt, 'mfu': mfu}
+        if hasattr(raw_model, 'gate_means'):
+            record['gates'] = raw_model.gate_means()
+        gates = ' gates ' + ' '.join(f'{g:.2f}' for g in record['gates']) if 'gates' in record else ''
+        print(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms, "
+              f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%{gates}")
+        log(record)
+
+if ddp:
+    dist.destroy_process_group()
