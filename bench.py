@@ -1,0 +1,306 @@
+"""
+What looping costs, measured in one run: a LoopGPT next to its two GPT twins,
+the GPT with the same parameters (its blocks used once) and the GPT with the same
+depth (as many blocks as the loop runs), on synthetic data.
+
+    python bench.py                          # configs/tiny.py's model and its twins (2-core CPU: ~1 min)
+    python bench.py configs/loop6.py --batch_size=12   # loop6 next to gpt6 and the 12-layer GPT-2
+    python bench.py --n_layer=2 --n_loop=4 --gen_batch=10
+
+Config files given on the command line describe the model: only their model keys
+(n_layer, n_head, n_embd, n_loop, n_prelude, n_coda, bias, block_size) and dataset
+(for vocab_size) are read; learning rates, out_dir and the rest are ignored.
+--key=value sets any key below, model keys included. Without a config file the model
+is configs/tiny.py's.
+
+Prints one markdown table. Each model is measured `rounds` times, in a fresh process
+each time (timings and memory do not leak from one model to the next) and in turn
+with the others (a slow spell on a shared machine hits every model); the best of
+each timing is kept.
+  params        model.get_num_params(): without position embeddings, as nanoGPT counts
+  FLOPs/token   model.flops_per_token(): training (forward + backward) FLOPs, a looped
+                block counted once per iteration
+  train         ms per optimizer step on batch_size x block_size random tokens (forward,
+                backward, AdamW): the median of train_iters steps after warmup_iters
+  tokens/s, TFLOP/s, MFU   from the train time; MFU is the fraction of peak_flops
+                (looked up for A100/H100/H200 in bf16; CPUs have no agreed peak: pass one)
+  peak mem      CUDA: torch.cuda.max_memory_allocated() during training. CPU: how far
+                training raised the process's peak resident memory (ru_maxrss) above
+                what it was before the model was built (weights, grads, AdamW state,
+                activations and allocator slack)
+  infer         ms per generation step (gen_batch sequences, greedy, gen_tokens new tokens
+                after a 1-token prompt) with the KV cache and without, after a short
+                warmup; eager, never compiled
+"""
+
+import multiprocessing as mp
+import os
+import resource
+import runpy
+import sys
+import time
+
+import torch
+
+from checkpoint import DTYPES, autocast_context, default_device, default_dtype, device_type_of
+from configurator import ConfigError, config_keys, configure
+from model import build_model
+
+# -----------------------------------------------------------------------------
+# the model (defaults: configs/tiny.py overrides these when it exists)
+n_layer = 2
+n_head = 4
+n_embd = 128
+n_loop = 3
+n_prelude = 0
+n_coda = 0
+bias = True
+block_size = 256
+vocab_size = 256         # a config file sets it from its dataset: 256 for stdlib (bytes), else GPT-2's 50304
+twins = True             # also run the same-parameter GPT and the same-depth GPT
+# training benchmark
+batch_size = 8
+warmup_iters = 3         # not timed: the first steps allocate, autotune and compile
+train_iters = 10
+# inference benchmark
+gen_tokens = 256         # new tokens per generation, after a 1-token prompt
+gen_batch = 1            # sequences generated together (sample.py generates its num_samples as one batch)
+# system
+device = default_device()
+dtype = default_dtype(device)               # 'float32', 'bfloat16' or 'float16' (autocast)
+compile = device_type_of(device) == 'cuda'  # torch.compile the training step
+peak_flops = 0.0         # FLOP/s the MFU column divides by; 0: look it up (CUDA bf16/fp16 only)
+threads = 1              # CPU threads: 1 keeps timings steady on a shared machine; 0: one per core
+rounds = 2               # each model is measured this many times, interleaved, in fresh processes; best kept
+seed = 1337
+# -----------------------------------------------------------------------------
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'tiny.py')
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'n_loop', 'n_prelude', 'n_coda', 'bias', 'block_size')
+# dense bf16 tensor-core peaks from NVIDIA's data sheets (SXM parts, without sparsity)
+PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12}
+
+
+def die(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def get_config(argv):
+    """Defaults, then the model keys of the config files, then --key=value."""
+    files = [a for a in argv if not a.startswith('--')]
+    overrides = [a for a in argv if a.startswith('--')]
+    if not files and os.path.exists(DEFAULT_CONFIG):
+        files = [DEFAULT_CONFIG]
+    defaults = config_keys(globals())
+    for path in files:
+        try:
+            namespace = runpy.run_path(path)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path} ({e.strerror}): check the path.") from None
+        defaults.update({k: v for k, v in config_keys(namespace).items() if k in MODEL_KEYS})
+        if 'dataset' in namespace:  # bytes for the offline stdlib corpus, else GPT-2 BPE padded to 64
+            defaults['vocab_size'] = 256 if namespace['dataset'] == 'stdlib' else 50304
+    config = configure(defaults, overrides)
+    if config['device'] != device:  # dtype and compile follow --device unless given too
+        new = config['device']
+        defaults.update(dtype=default_dtype(new), compile=device_type_of(new) == 'cuda')
+        config = configure(defaults, overrides)
+    return config, files
+
+
+def check_config(c):
+    for key, default in config_keys(globals()).items():  # None is only for keys that default to None
+        if c[key] is None and default is not None:
+            return f"{key} cannot be None: give a value like {default!r}."
+    for key in ('n_layer', 'n_head', 'n_embd', 'n_loop', 'block_size', 'vocab_size', 'batch_size',
+                'train_iters', 'gen_tokens', 'gen_batch', 'rounds'):
+        if c[key] < 1:
+            return f"{key} must be at least 1, not {c[key]}."
+    for key in ('n_prelude', 'n_coda', 'warmup_iters'):
+        if c[key] < 0:
+            return f"{key} must not be negative, not {c[key]}."
+    if c['threads'] < 0:
+        return f"threads must be 0 (torch's default) or more, not {c['threads']}."
+    if c['n_embd'] % c['n_head']:
+        return f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}: choose values that divide."
+    if c['dtype'] not in DTYPES:
+        return f"unknown dtype '{c['dtype']}': use one of {', '.join(DTYPES)}."
+    if device_type_of(c['device']) == 'cuda' and not torch.cuda.is_available():
+        return f"device '{c['device']}' needs a CUDA GPU but torch sees none: use --device=cpu."
+    return None
+
+
+def models_to_run(c):
+    """[(label, model_type, model_args)]: the configured model, then its GPT twins."""
+    args = dict(block_size=c['block_size'], vocab_size=c['vocab_size'], n_head=c['n_head'],
+                n_embd=c['n_embd'], bias=c['bias'], dropout=0.0)
+    loops = c['n_loop'] > 1 or c['n_prelude'] or c['n_coda']
+    if not loops:
+        return [(f"GPT {c['n_layer']}L", 'gpt', dict(args, n_layer=c['n_layer']))]
+    wrap = f" +{c['n_prelude']}/{c['n_coda']}" if c['n_prelude'] or c['n_coda'] else ''
+    loop = (f"LoopGPT {c['n_layer']}L x{c['n_loop']}{wrap}", 'loop',
+            dict(args, n_layer=c['n_layer'], n_loop=c['n_loop'], n_prelude=c['n_prelude'],
+                 n_coda=c['n_coda']))
+    if not c['twins']:
+        return [loop]
+    same_params = c['n_prelude'] + c['n_layer'] + c['n_coda']
+    same_depth = c['n_prelude'] + c['n_layer'] * c['n_loop'] + c['n_coda']
+    return [(f"GPT {same_params}L (same params)", 'gpt', dict(args, n_layer=same_params)), loop,
+            (f"GPT {same_depth}L (same depth)", 'gpt', dict(args, n_layer=same_depth))]
+
+
+# -----------------------------------------------------------------------------
+# one model, in its own process
+
+
+def sync(device):
+    if device_type_of(device) == 'cuda':
+        torch.cuda.synchronize()
+
+
+def rss_peak_bytes():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == 'darwin' else peak * 1024  # Linux reports KiB
+
+
+def bench_one(model_type, model_args, c):
+    """Measure one model; returns a dict of numbers."""
+    device, device_type = c['device'], device_type_of(c['device'])
+    if c['threads']:
+        torch.set_num_threads(c['threads'])
+    torch.manual_seed(c['seed'])
+    torch.set_float32_matmul_precision('high')
+    ctx = autocast_context(device, c['dtype'])
+    rss_before = rss_peak_bytes()
+    model = build_model(model_type, model_args).to(device)
+    r = dict(params=model.get_num_params(), flops_per_token=model.flops_per_token())
+
+    # training: forward, backward and AdamW step on one random batch, over and over
+    B, T = c['batch_size'], c['block_size']
+    data = torch.randint(c['vocab_size'], (B, T + 1), device=device)
+    x, y = data[:, :-1], data[:, 1:].contiguous()
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
+    step_model = torch.compile(model) if c['compile'] else model
+    if device_type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(c['warmup_iters'] + c['train_iters']):
+        t0 = time.perf_counter()
+        with ctx:
+            _, loss = step_model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    r['train_ms'] = sorted(times[c['warmup_iters']:])[c['train_iters'] // 2] * 1000  # the median
+    r['mem'] = (torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
+                else rss_peak_bytes() - rss_before)
+    del optimizer, step_model, loss
+
+    # inference: greedy generation from a 1-token prompt, after a short warmup
+    model.eval()
+    prompt = torch.zeros((c['gen_batch'], 1), dtype=torch.long, device=device)
+    for use_cache in (True, False):
+        with torch.no_grad(), ctx:
+            model.generate(prompt, min(c['gen_tokens'], 16), temperature=0, use_cache=use_cache)
+            sync(device)
+            t0 = time.perf_counter()
+            model.generate(prompt, c['gen_tokens'], temperature=0, use_cache=use_cache)
+            sync(device)
+        r['infer_cache_ms' if use_cache else 'infer_ms'] = (time.perf_counter() - t0) / c['gen_tokens'] * 1000
+    return r
+
+
+def best_of(runs):
+    """One model's rounds combined: the fastest of each timing, the highest memory peak."""
+    best = dict(runs[0], mem=max(r['mem'] for r in runs))
+    for key in ('train_ms', 'infer_cache_ms', 'infer_ms'):
+        best[key] = min(r[key] for r in runs)
+    return best
+
+
+def run_isolated(model_type, model_args, c):
+    """bench_one in a fresh process: its memory peak and warm caches are its own."""
+    with mp.get_context('spawn').Pool(1) as pool:
+        return pool.apply(bench_one, (model_type, model_args, c))
+
+
+# -----------------------------------------------------------------------------
+# the table
+
+
+def si(x, unit=''):
+    for div, prefix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{prefix}{unit}"
+    return f"{x:.0f}{unit}"
+
+
+def table(rows, c):
+    per = 'token' if c['gen_batch'] == 1 else f"step of {c['gen_batch']}"
+    head = ['model', 'params', 'FLOPs/token', 'train ms/iter', 'tokens/s', 'TFLOP/s', 'MFU', 'peak mem',
+            f'infer ms/{per} (cache)', f'infer ms/{per} (no cache)', 'cache speedup']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+    for label, r in rows:
+        tok_s = c['batch_size'] * c['block_size'] / (r['train_ms'] / 1000)
+        flops = r['flops_per_token'] * tok_s  # achieved model FLOP/s, as GPT.estimate_mfu counts them
+        cells = [label, si(r['params']), si(r['flops_per_token']), f"{r['train_ms']:.1f}", f"{tok_s:,.0f}",
+                 f"{flops / 1e12:.3f}", f"{flops / c['peak_flops'] * 100:.1f}%" if c['peak_flops'] else '–',
+                 si(r['mem'], 'B'), f"{r['infer_cache_ms']:.2f}", f"{r['infer_ms']:.2f}",
+                 f"{r['infer_ms'] / r['infer_cache_ms']:.1f}x"]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def ratios(rows):
+    """The loop overhead: LoopGPT time over each twin's, from this run."""
+    if len(rows) != 3:
+        return []
+    (_, gpt_p), (_, loop), (_, gpt_d) = rows
+    out = []
+    for name, twin in (('same-params GPT', gpt_p), ('same-depth GPT', gpt_d)):
+        out.append(f"LoopGPT / {name}: training x{loop['train_ms'] / twin['train_ms']:.2f}, "
+                   f"inference x{loop['infer_cache_ms'] / twin['infer_cache_ms']:.2f} with the cache, "
+                   f"x{loop['infer_ms'] / twin['infer_ms']:.2f} without")
+    return out
+
+
+def main(argv):
+    try:
+        c, files = get_config(argv)
+    except ConfigError as e:
+        die(e)
+    problem = check_config(c)
+    if problem:
+        die(problem)
+    if not c['peak_flops'] and device_type_of(c['device']) == 'cuda' and c['dtype'] != 'float32':
+        name = torch.cuda.get_device_name(c['device'])
+        c['peak_flops'] = next((v for k, v in PEAK_FLOPS.items() if k in name), 0.0)
+    hardware = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' \
+        else f"CPU, {c['threads'] or torch.get_num_threads()} threads"
+    print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'bench.py defaults'}; {hardware}, "
+          f"torch {torch.__version__}, {c['dtype']}, compile={c['compile']}; "
+          f"training: batch {c['batch_size']} x {c['block_size']}, median of {c['train_iters']} steps after "
+          f"{c['warmup_iters']}; inference: {c['gen_tokens']} new tokens, batch {c['gen_batch']}, greedy\n",
+          flush=True)
+    models = models_to_run(c)
+    results = {label: [] for label, _, _ in models}
+    for round in range(c['rounds']):  # interleaved, so a slow spell on a shared machine hits every model
+        for label, model_type, model_args in models:
+            t0 = time.time()
+            results[label].append(run_isolated(model_type, model_args, c))
+            print(f"  round {round + 1}, {label}: {time.time() - t0:.0f}s", file=sys.stderr)
+    rows = [(label, best_of(results[label])) for label in results]
+    print(table(rows, c))
+    for line in ratios(rows):
+        print(f"\n{line}")
+    if c['gen_tokens'] > c['block_size']:  # step k runs on the 1-token prompt + k tokens made so far
+        print(f"\nnote: {c['gen_tokens']} steps outgrow block_size={c['block_size']}: from then on the "
+              f"window slides, every position changes, and both paths re-run the whole window each step, so the "
+              f"cache speeds up only the first {c['block_size']} of the {c['gen_tokens']} steps.")
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,366 @@
+"""
+Tests for generation (KV cache, sampling filters, test-time loops) and sample.py.
+CPU, fp32, offline; tiny models. The end-to-end tests train a LoopGPT with train.py
+for a few seconds on a repeated phrase, then run sample.py on it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sample
+from checkpoint import save_checkpoint
+from model import GPT, GPTConfig, LoopGPT
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PHRASE = "hello world! "
+
+# -----------------------------------------------------------------------------
+# KV cache: the same tokens and logits as recomputing everything
+
+
+def make_model(cls, **kw):
+    """A small model with sharper logits than the 0.02 init and gates away from 1, so that
+    greedy choices are clear-cut and the gates take part."""
+    torch.manual_seed(0)
+    model = cls(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, **kw))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * (0.5 if name == 'gates' else 0.1))
+    return model.eval()
+
+
+def generate_recording(model, idx, max_new_tokens, use_cache):
+    """generate(), greedy, also returning the logits each step sampled from (steps, B, vocab)
+    and the (input length, cache used) of every forward call."""
+    logits, calls = [], []
+
+    def record(step_logits, *args):
+        logits.append(step_logits.clone())
+        return GPT.sample_next(step_logits, *args)
+
+    model.sample_next = record  # the instance attribute shadows the static method
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((args[0].size(1), kwargs.get('kv_cache') is not None)),
+        with_kwargs=True)
+    try:
+        out = model.generate(idx, max_new_tokens, temperature=0, use_cache=use_cache)
+    finally:
+        del model.sample_next
+        hook.remove()
+    return out, torch.stack(logits), calls
+
+
+MODELS = {
+    'gpt': (GPT, {}),
+    'loop1': (LoopGPT, dict(n_loop=1)),
+    'loop3': (LoopGPT, dict(n_loop=3)),
+    'loop3-prelude-coda': (LoopGPT, dict(n_loop=3, n_prelude=1, n_coda=1)),
+}
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_cache_gives_the_same_tokens_and_logits(name):
+    cls, kw = MODELS[name]
+    model = make_model(cls, **kw)
+    idx = torch.randint(64, (2, 5), generator=torch.Generator().manual_seed(1))
+    # 5 + 30 tokens: 11 steps past block_size 16
+    plain, plain_logits, plain_calls = generate_recording(model, idx, 30, use_cache=False)
+    cached, cached_logits, cached_calls = generate_recording(model, idx, 30, use_cache=True)
+    assert torch.equal(cached, plain)
+    torch.testing.assert_close(cached_logits, plain_logits, atol=1e-5, rtol=0)
+    # the cache was really used: the prompt once, then one token per step until the
+    # sequence fills block_size, then the sliding window is recomputed
+    assert cached_calls == [(5, True)] + [(1, True)] * 11 + [(16, False)] * 18
+    assert plain_calls == [(min(t, 16), False) for t in range(5, 35)]
+    assert len(set(plain[0].tolist())) > 3  # not a degenerate repeat-one-token model
+
+
+@pytest.mark.parametrize('name', ['gpt', 'loop3-prelude-coda'])
+def test_cache_in_chunks_matches_one_forward(name):
+    """Prompt, then a chunk of several tokens, then single tokens: every position's logits
+    as one forward over the whole sequence (exercises the chunk attention mask)."""
+    cls, kw = MODELS[name]
+    model = make_model(cls, **kw)
+    idx = torch.randint(64, (2, 16), generator=torch.Generator().manual_seed(2))
+    def all_logits(x, kv_cache=None):  # with targets, forward returns the logits of every position
+        return model(x, torch.zeros_like(x), kv_cache=kv_cache)[0]
+    cache = model.new_kv_cache(2, 16)
+    parts = [all_logits(idx[:, a:b], cache) for a, b in [(0, 5), (5, 9), (9, 10), (10, 11), (11, 16)]]
+    full = all_logits(idx)
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
+    assert cache.pos == 16
+
+
+# -----------------------------------------------------------------------------
+# sampling filters
+
+
+def allowed_top_p(probs, p):
+    """The smallest set of likeliest tokens whose probabilities reach p."""
+    sorted_probs, order = probs.sort(descending=True)
+    before = sorted_probs.cumsum(0) - sorted_probs  # probability of the likelier tokens
+    assert (before - p).abs().min() > 1e-3, "p too close to a boundary for a clear test"
+    return set(order[before < p].tolist())
+
+
+def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
+    torch.manual_seed(0)
+    logits = torch.randn(64) * 2
+    rows = logits.expand(4000, -1)  # 4000 draws from the same distribution
+    top5 = set(logits.topk(5).indices.tolist())
+
+    def drawn(**kw):
+        return set(GPT.sample_next(rows, **kw).flatten().tolist())
+
+    # every allowed token is drawn, none other (the allowed ones are not too unlikely to be hit)
+    assert drawn(top_k=5) == top5
+    assert drawn(top_p=0.6) == allowed_top_p(logits.softmax(-1), 0.6)
+    # temperature reshapes the distribution before top_p measures it
+    assert drawn(top_p=0.6, temperature=2.0) == allowed_top_p((logits / 2).softmax(-1), 0.6)
+    assert len(allowed_top_p((logits / 2).softmax(-1), 0.6)) > len(allowed_top_p(logits.softmax(-1), 0.6))
+    # both: top_p over what top_k leaves
+    logits5 = logits.masked_fill(~torch.isin(torch.arange(64), torch.tensor(list(top5))), float('-inf'))
+    assert drawn(top_k=5, top_p=0.8) == allowed_top_p(logits5.softmax(-1), 0.8) != top5
+    assert len(drawn()) > 20  # unfiltered sampling does spread out
+
+
+def test_generate_top_k_1_and_tiny_top_p_are_greedy():
+    model = make_model(LoopGPT, n_loop=2)
+    idx = torch.randint(64, (3, 4), generator=torch.Generator().manual_seed(3))
+    greedy = model.generate(idx, 20, temperature=0)
+    torch.manual_seed(0)
+    assert torch.equal(model.generate(idx, 20, temperature=1.0, top_k=1), greedy)
+    assert torch.equal(model.generate(idx, 20, temperature=1.0, top_p=1e-6), greedy)
+    assert not torch.equal(model.generate(idx, 20, temperature=1.0), greedy)
+
+
+# -----------------------------------------------------------------------------
+# sample.py end to end, on a LoopGPT trained by train.py
+
+
+@pytest.fixture(scope='module')
+def loop_run(tmp_path_factory):
+    """out_dir of a LoopGPT (1 layer looped 2 times) trained by train.py on PHRASE repeated,
+    in bytes; it learns to continue the phrase."""
+    tmp = tmp_path_factory.mktemp('loop_run')
+    data = tmp / 'data' / 'hello'
+    data.mkdir(parents=True)
+    ids = np.frombuffer((PHRASE * 400).encode(), dtype=np.uint8).astype(np.uint16)
+    ids[:4000].tofile(data / 'train.bin')
+    ids[4000:].tofile(data / 'val.bin')
+    (data / 'meta.json').write_text(json.dumps(
+        {"tokenizer": "bytes", "vocab_size": 256, "eot_token": None, "dtype": "uint16",
+         "train_tokens": 4000, "val_tokens": len(ids) - 4000, "source": "test"}))
+    out = tmp / 'out'
+    args = ['--data_dir=' + str(tmp / 'data'), '--dataset=hello', '--out_dir=' + str(out),
+            '--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=1', '--n_loop=2',
+            '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=8',
+            '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--max_iters=150',
+            '--warmup_iters=0', '--lr_decay_iters=150', '--min_lr=1e-3', '--eval_interval=75',
+            '--eval_iters=2', '--log_interval=50', '--seed=0']
+    r = subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return str(out)
+
+
+@pytest.fixture(scope='module')
+def gpt_run(tmp_path_factory):
+    """out_dir with an untrained GPT's last.pt only (no best.pt), saved as train.py does."""
+    out = tmp_path_factory.mktemp('gpt_run')
+    torch.manual_seed(0)
+    args = dict(block_size=32, vocab_size=256, n_layer=1, n_head=2, n_embd=32, dropout=0.0, bias=True,
+                n_loop=1, n_prelude=0, n_coda=0, learn_gates=True)
+    model = GPT(GPTConfig(**args))
+    save_checkpoint({'model': model.state_dict(), 'optimizer': None, 'scaler': None, 'model_type': 'gpt',
+                     'model_args': args, 'iter_num': 0, 'best_val_loss': float('inf'), 'config': {},
+                     'meta': {'tokenizer': 'bytes', 'vocab_size': 256}, 'rng': None},
+                    str(out / 'last.pt'))
+    return str(out)
+
+
+def run_sample(*args):
+    """python sample.py ARGS, as a user runs it."""
+    return subprocess.run([sys.executable, 'sample.py', '--device=cpu', '--dtype=float32', *args],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def run_main(capsys, *args):
+    """sample.py's main() in this process, quicker than a subprocess: (exit code, stdout, stderr)."""
+    try:
+        sample.main(['--device=cpu', '--dtype=float32', *args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def samples(stdout):
+    """The samples sample.py printed (each followed by a line of dashes)."""
+    parts = stdout.split('\n---------------\n')
+    assert parts[-1] == ''
+    return parts[:-1]
+
+
+def test_sample_prints_text_decoded_with_the_run_tokenizer(loop_run):
+    r = run_sample(f'--out_dir={loop_run}', '--start=hello', '--temperature=0', '--num_samples=2',
+                   '--max_new_tokens=40')
+    assert r.returncode == 0, r.stderr
+    # greedy continuation of the phrase the model was trained on, bytes decoded as UTF-8
+    assert samples(r.stdout) == [(PHRASE * 4)[:45]] * 2
+    assert 'best.pt' in r.stderr and 'tokenizer bytes' in r.stderr
+
+
+def test_sample_reads_the_prompt_from_a_file_and_uses_the_cache_or_not(loop_run, tmp_path, capsys):
+    prompt = tmp_path / 'prompt.txt'
+    prompt.write_text('hello wor')
+    common = [f'--out_dir={loop_run}', f'--start=FILE:{prompt}', '--temperature=0', '--num_samples=1',
+              '--max_new_tokens=60', '--ckpt=last']  # 69 tokens: past block_size 32
+    cached, plain = run_main(capsys, *common), run_main(capsys, *common, '--use_cache=False')
+    assert cached[0] == plain[0] == 0, cached[2] + plain[2]
+    assert samples(cached[1]) == samples(plain[1]) == [(PHRASE * 6)[:69]]
+    assert 'last.pt' in cached[2] and 'KV cache on' in cached[2] and 'KV cache off' in plain[2]
+
+
+def test_fixed_seed_gives_the_same_text_twice(loop_run, capsys):
+    common = [f'--out_dir={loop_run}', '--start=hello', '--temperature=2.0', '--top_k=None',
+              '--num_samples=3', '--max_new_tokens=30']
+    first, again, other = (run_main(capsys, *common, f'--seed={s}') for s in (7, 7, 8))
+    assert first[0] == 0, first[2]
+    assert first[1] == again[1]
+    assert first[1] != other[1]  # the seed matters: temperature 2 makes the text random
+    assert len(set(samples(first[1]))) == 3  # and the samples of one batch differ
+
+
+def test_n_loop_changes_the_logits_only_when_it_differs_from_training(loop_run):
+    model, meta, _ = sample.load_model('resume', loop_run, 'best')
+    idx = torch.tensor([list(b'hello wo')])
+    trained_logits, _ = model(idx)
+    assert sample.set_n_loop(model, None) == 2 and model.n_loop == 2
+    sample.set_n_loop(model, 2)
+    assert torch.equal(model(idx)[0], trained_logits)
+    sample.set_n_loop(model, 5)  # 3 iterations more than trained: a_2 reused for n = 3, 4, 5
+    more_logits, _ = model(idx)
+    assert torch.isfinite(more_logits).all()
+    assert (more_logits - trained_logits).abs().max() > 1e-2
+    # the cache still holds one entry per (iteration, layer): same tokens as without it
+    cached = model.generate(idx, 30, temperature=0, use_cache=True)
+    assert torch.equal(cached, model.generate(idx, 30, temperature=0, use_cache=False))
+    sample.set_n_loop(model, 2)
+    assert torch.equal(model(idx)[0], trained_logits)
+
+
+def test_n_loop_on_the_command_line(loop_run, capsys):
+    common = [f'--out_dir={loop_run}', '--start=hello', '--temperature=0', '--num_samples=1',
+              '--max_new_tokens=30']
+    default, same = run_main(capsys, *common), run_main(capsys, *common, '--n_loop=2')
+    more = run_main(capsys, *common, '--n_loop=6')
+    assert default[0] == same[0] == more[0] == 0, more[2]
+    assert same[1] == default[1] == (PHRASE * 3)[:35] + '\n---------------\n'
+    assert 'n_loop 6 (trained with 2)' in more[2]
+    assert len(samples(more[1])) == 1 and samples(more[1])[0].startswith('hello')
+
+
+def test_checkpoint_without_meta_reads_its_dataset_meta(loop_run, tmp_path):
+    checkpoint = torch.load(os.path.join(loop_run, 'best.pt'), weights_only=False)
+    del checkpoint['meta']  # the tokenizer is then found through config data_dir/dataset
+    save_checkpoint(checkpoint, str(tmp_path / 'last.pt'))
+    _, meta, _ = sample.load_model('resume', str(tmp_path), 'last')
+    assert meta['tokenizer'] == 'bytes' and meta['source'] == 'test'
+    checkpoint['config'] = {}
+    save_checkpoint(checkpoint, str(tmp_path / 'last.pt'))
+    with pytest.raises(sample.SampleError, match='names no tokenizer'):
+        sample.load_model('resume', str(tmp_path), 'last')
+
+
+def test_best_falls_back_to_last(gpt_run, capsys):
+    code, out, err = run_main(capsys, f'--out_dir={gpt_run}', '--num_samples=1', '--max_new_tokens=5')
+    assert code == 0, err
+    assert 'no best.pt, using last.pt' in err and len(samples(out)) == 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--n_loop=3'], 'plain GPT'),
+    (['--n_loop=0'], 'n_loop must be'),
+    (['--top_p=0'], 'top_p must be'),
+    (['--top_k=0'], 'top_k must be'),
+    (['--ckpt=middle'], "ckpt must be 'best' or 'last'"),
+    (['--start=FILE:/nonexistent/prompt.txt'], 'cannot read the prompt file'),
+    (['--start='], 'the prompt is empty'),
+    (['--start=None'], 'start cannot be None'),
+    (['--tmperature=0.5'], 'did you mean temperature'),
+    (['--init_from=gpt3'], 'neither'),
+])
+def test_user_errors_are_one_line(gpt_run, capsys, args, message):
+    code, out, err = run_main(capsys, f'--out_dir={gpt_run}', '--ckpt=last', *args)
+    assert code == 1 and out == ''
+    assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    r = run_sample(f'--out_dir={tmp_path}')  # as a subprocess: no traceback reaches the user
+    assert r.returncode == 1 and r.stdout == ''
+    assert r.stderr.startswith('error: no checkpoint at') and r.stderr.count('\n') == 1, r.stderr
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face weights (a local directory: no network)
+
+
+def test_hf_directory_loads_with_the_gpt2_tokenizer(tmp_path, monkeypatch):
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_positions=32, n_embd=32, n_layer=2, n_head=2, vocab_size=50257))
+    hf.save_pretrained(tmp_path)
+    model, meta, where = sample.load_model(str(tmp_path), None)
+    assert isinstance(model, GPT) and not model.training and meta == {'tokenizer': 'gpt2'}
+    idx = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(model(idx)[0][0, -1], hf.eval()(idx).logits[0, -1], atol=1e-4, rtol=0)
+    with pytest.raises(sample.SampleError, match='plain GPT'):
+        sample.set_n_loop(model, 2)
+    # offline without tiktoken's cached BPE files: say how to provide them
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError('no network')
+    monkeypatch.setattr(tiktoken, 'get_encoding', offline)
+    with pytest.raises(sample.SampleError, match='TIKTOKEN_CACHE_DIR'):
+        sample.load_tokenizer(meta, model)
+
+
+# -----------------------------------------------------------------------------
+# bench.py: the twins it compares, and that it runs (timings are its output, not tested)
+
+
+def test_bench_twins_have_the_same_params_and_the_same_flops():
+    import bench
+    config = {**bench.config_keys(vars(bench)), 'n_layer': 2, 'n_loop': 3, 'n_prelude': 1, 'n_coda': 1,
+              'n_embd': 32, 'n_head': 2, 'block_size': 32}
+    (_, _, p_args), (label, _, l_args), (_, _, d_args) = bench.models_to_run(config)
+    same_params, loop, same_depth = (bench.build_model(t, a) for t, a in
+                                     [('gpt', p_args), ('loop', l_args), ('gpt', d_args)])
+    assert label == 'LoopGPT 2L x3 +1/1' and isinstance(loop, LoopGPT)
+    gates = loop.gates.numel()
+    assert same_params.get_num_params() == loop.get_num_params() - gates
+    assert same_depth.depth() == loop.depth() == 8
+    assert same_depth.flops_per_token() == loop.flops_per_token() - 6 * gates
+
+
+def test_bench_prints_a_table():
+    r = subprocess.run([sys.executable, 'bench.py', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
+                        '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
+                        '--gen_tokens=40', '--rounds=1'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith('| ') and not line.startswith('| ---')]
+    assert len(rows) == 4 and 'cache speedup' in rows[0]
+    assert [row.split(' | ')[0] for row in rows[1:]] == ['| GPT 1L (same params)', '| LoopGPT 1L x2',
+                                                          '| GPT 2L (same depth)']
+    assert 'LoopGPT / same-params GPT: training x' in r.stdout and 'LoopGPT / same-depth GPT' in r.stdout
+    assert '40 steps outgrow block_size=32' in r.stdout
