@@ -1,0 +1,189 @@
+"""experiments.py: the grid end to end on a tiny budget, and the test-time loop sweep."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import experiments
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from configurator import ConfigError
+from model import GPTConfig, LoopGPT
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = ['--n_embd=16', '--n_head=2', '--block_size=16', '--batch_size=4', '--max_iters=6',
+        '--eval_interval=3', '--eval_iters=2', '--eval_tokens=512', '--warmup_iters=1']
+
+
+def write_dataset(root, name='tiny'):
+    """A byte-level dataset (vocab 256) made of this repo's source, as prepare.py lays it out."""
+    with open(os.path.join(HERE, 'model.py'), 'rb') as f:
+        ids = np.frombuffer(f.read(), dtype=np.uint8).astype(np.uint16)
+    split = int(len(ids) * 0.9)
+    path = os.path.join(root, name)
+    os.makedirs(path)
+    ids[:split].tofile(os.path.join(path, 'train.bin'))
+    ids[split:].tofile(os.path.join(path, 'val.bin'))
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(dict(tokenizer='bytes', vocab_size=256, eot_token=None, dtype='uint16',
+                       train_tokens=split, val_tokens=len(ids) - split, source='test'), f)
+    return path
+
+
+def train_py_val_batches(data_path, seed, eval_iters, batch_size, block_size):
+    """The val batches train.py evaluates on: batch k as its get_batch('val', eval_rng('val', k))."""
+    val = np.fromfile(os.path.join(data_path, 'val.bin'), dtype=np.uint16).astype(np.int64)
+    batches = []
+    for k in range(eval_iters):
+        ix = np.random.default_rng([seed, 1, 1, k]).integers(len(val) - block_size, size=batch_size)
+        x = torch.from_numpy(np.stack([val[i:i + block_size] for i in ix]))
+        y = torch.from_numpy(np.stack([val[i + 1:i + 1 + block_size] for i in ix]))
+        batches.append((x, y))
+    return batches
+
+
+def run_experiments(*args):
+    return subprocess.run([sys.executable, os.path.join(HERE, 'experiments.py'), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_grid_end_to_end(tmp_path):
+    """--quick's grid on a tiny model and budget: every run trains, the table and plots are
+    written, the sweep reproduces train.py's val loss, and a second call reuses the runs."""
+    data_path = write_dataset(tmp_path)
+    out = tmp_path / 'out'
+    args = ['--quick', f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={out}', *TINY]
+    p = run_experiments(*args)
+    assert p.returncode == 0, p.stderr
+    with open(out / 'results.json') as f:
+        results = json.load(f)
+    runs = [experiments.Run(**r) for r in results['runs']]
+    assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'gpt2', 'loop1x2-frozen', 'loop1+1x2+1']
+    table = (out / 'results.md').read_text()
+    assert table in p.stdout  # printed too
+    for r in runs:
+        assert f"| {r.label} | {r.name} |" in table
+        (res,) = results['results'][r.name]  # --quick: one seed
+        assert res['curve']['iter'] == [0, 3, 6] and res['tokens'] == 6 * 4 * 16
+        assert res['flops'] == res['flops_per_token'] * res['tokens']
+    for name in ('val_loss_vs_tokens.png', 'val_loss_vs_flops.png', 'loop_sweep.png'):
+        assert (out / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+    # the sweep at the trained n_loop is the final val loss in the table, and on train.py's
+    # eval batches it is the val loss train.py logged for the same checkpoint
+    train_py_batches = train_py_val_batches(data_path, seed=1337, eval_iters=2, batch_size=4, block_size=16)
+    for name in ('loop1x2', 'loop1x2-frozen', 'loop1+1x2+1'):
+        (sweep,) = results['sweeps'][name]
+        (res,) = results['results'][name]
+        N = sweep['trained']
+        assert N == 2 and sweep['n_loop'] == [1, 2, 3, 4]
+        assert sweep['val_loss'][N - 1] == pytest.approx(res['val_loss'], abs=1e-6)
+        # reading out after iteration n is running n iterations
+        assert sweep['readout'][1:] == pytest.approx(sweep['val_loss'][:N], abs=1e-6)
+        model = model_from_checkpoint(load_checkpoint(str(out / 'runs' / f'{name}-s1337'), 'last'))
+        logged = res['curve']['val_loss'][-1]
+        assert experiments.loop_sweep(model, train_py_batches)['val_loss'][N - 1] == pytest.approx(logged, abs=1e-6)
+    assert results['sweeps']['loop1x2-frozen'][0]['gates'] == [1.0, 1.0, 1.0]
+    assert results['sweeps']['loop1x2'][0]['gates'] != [1.0, 1.0, 1.0]
+
+    # the same command again trains nothing and gives the same numbers
+    again = run_experiments(*args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count('reused (--rerun=True') == len(runs)
+    with open(out / 'results.json') as f:
+        assert json.load(f)['results'] == results['results']
+
+
+def tiny_loop_checkpoint(out_dir):
+    """A LoopGPT with prelude, coda and random gates, saved and loaded as train.py does."""
+    torch.manual_seed(0)
+    args = dict(block_size=16, vocab_size=256, n_layer=1, n_head=2, n_embd=16, dropout=0.0, bias=True,
+                n_loop=3, n_prelude=1, n_coda=1)
+    model = LoopGPT(GPTConfig(**args))
+    with torch.no_grad():
+        model.gates.uniform_(-0.5, 1.5)
+        # outputs far from uniform and looped blocks that move the residual stream a lot,
+        # so that every iteration shows in the loss
+        model.lm_head.weight.mul_(50)
+        for block in model.transformer.h:
+            block.attn.c_proj.weight.mul_(20)
+            block.mlp.c_proj.weight.mul_(20)
+    os.makedirs(out_dir)
+    save_checkpoint(dict(model=model.state_dict(), model_type='loop', model_args=args),
+                    os.path.join(out_dir, 'last.pt'))
+    return model_from_checkpoint(load_checkpoint(out_dir, 'last'))
+
+
+def test_sweep_and_readout_match_the_model_loss(tmp_path):
+    model = tiny_loop_checkpoint(str(tmp_path / 'ckpt'))
+    write_dataset(tmp_path)
+    batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
+    loss = experiments.evaluate(model.eval(), batches)
+    sweep = experiments.loop_sweep(model, batches)
+    assert model.n_loop == 3  # restored
+    assert sweep['n_loop'] == [1, 2, 3, 4, 5, 6]
+    assert sweep['val_loss'][2] == pytest.approx(loss, abs=1e-6)
+    assert sweep['readout'][-1] == pytest.approx(loss, abs=1e-6)  # read-out after the last iteration
+    assert len(sweep['readout']) == 4 and len(sweep['gates']) == 4
+    assert sweep['readout'][1:] == pytest.approx(sweep['val_loss'][:3], abs=1e-6)
+    assert abs(sweep['val_loss'][3] - loss) > 1e-4  # more iterations than trained: another model
+    assert experiments.evaluate(model, batches) == loss  # the sweep left the model as it was
+
+
+def test_fixed_batches_spread_over_the_split(tmp_path):
+    path = write_dataset(tmp_path)
+    val = torch.from_numpy(np.fromfile(os.path.join(path, 'val.bin'), dtype=np.uint16).astype(np.int64))
+    batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
+    assert len(batches) == 3  # 200 tokens = 12 windows of 16 (whole batches of 4)
+    x = torch.cat([x for x, _ in batches])
+    y = torch.cat([y for _, y in batches])
+    assert x.shape == y.shape == (12, 16) and torch.equal(x[:, 1:], y[:, :-1])  # y: the next tokens
+    assert torch.equal(x[0], val[:16]) and torch.equal(y[-1], val[-16:])  # from the first token to the last
+    everything = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', 10**9, 4, 16)
+    assert len(everything) == (len(val) - 1) // 16 // 4  # capped at the split's size
+
+
+def test_grid_and_its_twins():
+    cfg = dict(pairs='1x2, 2x3', ablate_gates='2x3', prelude_coda='1+2x2+1', n_seeds=2)
+    runs, comparisons = experiments.make_grid(cfg)
+    assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'gpt2', 'loop2x3', 'gpt6', 'loop2x3-frozen',
+                                      'loop1+2x2+1']
+    same = {(a.name, b.name): what for a, b, what in comparisons}
+    assert len(same) == len(comparisons)
+    assert same == {('loop1x2', 'gpt1'): 'parameters', ('loop1x2', 'gpt2'): 'depth (FLOPs/token)',
+                    ('loop2x3', 'gpt2'): 'parameters', ('loop2x3', 'gpt6'): 'depth (FLOPs/token)',
+                    ('loop2x3-frozen', 'loop2x3'): 'everything but learned gates',
+                    ('loop1+2x2+1', 'loop2x3'): 'depth (FLOPs/token)',
+                    ('loop1+2x2+1', 'gpt6'): 'depth (FLOPs/token)'}
+    for a, b, what in comparisons:
+        assert (a.blocks == b.blocks) if what == 'parameters' else (a.depth == b.depth)
+    for bad in (dict(pairs='2*2'), dict(pairs='2x1'), dict(prelude_coda='0+2x2+0'), dict(n_seeds=0)):
+        with pytest.raises(ConfigError):
+            experiments.make_grid({**cfg, **bad})
+
+
+def test_user_errors_are_one_line(tmp_path):
+    p = run_experiments('--pairs=2*2')
+    assert p.returncode == 1 and p.stderr.startswith('error: ') and p.stderr.count('\n') == 1
+    p = run_experiments(f'--data_dir={tmp_path}')
+    assert p.returncode == 1 and 'python prepare.py stdlib' in p.stderr and p.stderr.count('\n') == 1
+    # a failing train.py run stops the grid: its own error, then which run failed and where to look
+    write_dataset(tmp_path)
+    p = run_experiments('--quick', f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={tmp_path / "out"}',
+                        '--train_args=--n_layr=2', *TINY)
+    assert p.returncode == 1
+    assert "unknown config key 'n_layr'" in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith('error: train.py failed on gpt1 seed 1337')
+
+
+def test_plots_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
+    run = experiments.gpt(1)
+    curve = dict(iter=[0, 1], tokens=[0, 8], flops=[0, 80], val_loss=[5.5, 5.0])
+    experiments.plot_all(str(tmp_path), [run], {run.name: [dict(curve=curve)]}, {})
+    assert 'pip install matplotlib' in capsys.readouterr().out
+    assert os.listdir(tmp_path) == []
