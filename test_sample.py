@@ -293,7 +293,6 @@ def test_best_falls_back_to_last(gpt_run, capsys):
     (['--ckpt=middle'], "ckpt must be 'best' or 'last'"),
     (['--start=FILE:/nonexistent/prompt.txt'], 'cannot read the prompt file'),
     (['--start='], 'the prompt is empty'),
-    (['--start=None'], 'start cannot be None'),
     (['--tmperature=0.5'], 'did you mean temperature'),
     (['--init_from=gpt3'], 'neither'),
 ])
