@@ -14,10 +14,10 @@ n_layer = 2
 n_loop = 3
 n_head = 4
 n_embd = 128
-block_size = 128
+block_size = 256      # room for 256 new tokens in one window: the KV cache pays off (bench.py)
 dropout = 0.0
 
-batch_size = 16
+batch_size = 8        # 8 x 256 = 2048 tokens per iteration
 gradient_accumulation_steps = 1
 learning_rate = 3e-3  # a model this small takes a high learning rate
 max_iters = 1400
