@@ -7,7 +7,7 @@ A checkpoint is a dict saved with torch.save, with nanoGPT's keys plus a few:
     model_type     'gpt' or 'loop'                  model_args  GPTConfig fields
     iter_num       iterations done                  best_val_loss
     config         the resolved training config     meta     the dataset's meta.json (tokenizer)
-    rng            RNG states, for an exact resume
+    rng            RNG states {'torch', 'cuda'}     tokens, time_s  tokens seen and training wall time so far
 """
 
 import os
@@ -25,11 +25,15 @@ class CheckpointError(Exception):
 def save_checkpoint(obj, path):
     """Write atomically: a crash mid-save leaves the previous file at `path` intact."""
     tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # the save failed part-way: drop the partial file
+            os.remove(tmp)
 
 
 def load_checkpoint(out_dir, which='last', device='cpu'):
