@@ -42,7 +42,7 @@ import time
 
 import torch
 
-from checkpoint import DTYPES, autocast_context, default_device, default_dtype, device_type_of
+from checkpoint import DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of
 from configurator import ConfigError, config_keys, configure
 from model import build_model
 
@@ -101,12 +101,8 @@ def get_config(argv):
         defaults.update({k: v for k, v in config_keys(namespace).items() if k in MODEL_KEYS})
         if 'dataset' in namespace:  # bytes for the offline stdlib corpus, else GPT-2 BPE padded to 64
             defaults['vocab_size'] = 256 if namespace['dataset'] == 'stdlib' else 50304
-    config = configure(defaults, overrides)
-    if config['device'] != device:  # dtype and compile follow --device unless given too
-        new = config['device']
-        defaults.update(dtype=default_dtype(new), compile=device_type_of(new) == 'cuda')
-        config = configure(defaults, overrides)
-    return config, files
+    # dtype and compile follow --device unless given too
+    return configure(defaults, overrides, derived=device_defaults), files
 
 
 def check_config(c):

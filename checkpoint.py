@@ -83,6 +83,12 @@ def default_dtype(device):
     return 'float32'
 
 
+def device_defaults(config):
+    """The settings that follow config['device'] unless set: dtype, and compile (on for CUDA).
+    For configurator.configure(..., derived=device_defaults)."""
+    return {'dtype': default_dtype(config['device']), 'compile': device_type_of(config['device']) == 'cuda'}
+
+
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 

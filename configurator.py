@@ -23,8 +23,19 @@ def config_keys(namespace):
             if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
 
 
-def configure(defaults, argv):
-    """Return a copy of `defaults` updated by the config files and --key=value in argv."""
+def configure(defaults, argv, derived=None):
+    """Return a copy of `defaults` updated by the config files and --key=value in argv.
+
+    derived(config) -> dict gives the defaults that depend on other settings, e.g. dtype
+    on device: they are recomputed from the chosen settings, and a file or --key=value
+    that sets them still wins."""
+    config = _apply(defaults, argv)
+    if derived is not None:
+        config = _apply({**defaults, **derived(config)}, argv)
+    return config
+
+
+def _apply(defaults, argv):
     config = dict(defaults)
     for arg in argv:
         if arg.startswith('--'):

@@ -65,11 +65,7 @@ def die(message):
 def get_config(argv):
     """Defaults, then config files and --key=value. As in train.py, dtype follows --device
     unless it is given too."""
-    config = configure(config_keys(globals()), argv)
-    if config['device'] != device:
-        defaults = {**config_keys(globals()), 'dtype': default_dtype(config['device'])}
-        config = configure(defaults, argv)
-    return config
+    return configure(config_keys(globals()), argv, derived=lambda c: {'dtype': default_dtype(c['device'])})
 
 
 def check_config(c):

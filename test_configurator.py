@@ -58,3 +58,12 @@ def test_config_keys_keeps_plain_values_only():
 def test_string_settings_take_the_text_as_is():
     config = configure(DEFAULTS, ['--dataset=42', '--max_iters=7'])
     assert config['dataset'] == '42' and config['max_iters'] == 7
+
+
+def test_derived_defaults_follow_the_chosen_setting():
+    defaults = dict(device='cuda', dtype='bfloat16')
+    follow = lambda c: {'dtype': 'float32' if c['device'] == 'cpu' else 'bfloat16'}  # noqa: E731
+    assert configure(defaults, ['--device=cpu'], derived=follow)['dtype'] == 'float32'
+    # set explicitly, in any order, it wins over the derived default
+    assert configure(defaults, ['--dtype=float16', '--device=cpu'], derived=follow)['dtype'] == 'float16'
+    assert configure(defaults, [], derived=follow)['dtype'] == 'bfloat16'

@@ -30,7 +30,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
-                        device_type_of, load_checkpoint, model_from_checkpoint, save_checkpoint)
+                        device_defaults, device_type_of, load_checkpoint, model_from_checkpoint,
+                        save_checkpoint)
 from configurator import ConfigError, config_keys, configure
 from model import GPT, build_model
 from prepare import PrepareError, load_meta
@@ -130,13 +131,8 @@ def check_config(c, world_size):
 
 
 # --- configuration: defaults above, then config files, then --key=value ---
-try:
-    config = configure(config_keys(globals()), sys.argv[1:])
-    if config['device'] != device:
-        # dtype and compile follow the chosen device unless they are set too: resolve again
-        check_device(config['device'])
-        dtype, compile = default_dtype(config['device']), device_type_of(config['device']) == 'cuda'
-        config = configure(config_keys(globals()), sys.argv[1:])
+try:  # dtype and compile follow the chosen device unless they are set too
+    config = configure(config_keys(globals()), sys.argv[1:], derived=device_defaults)
 except ConfigError as e:
     die(e)
 check_device(config['device'])
