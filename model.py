@@ -14,6 +14,7 @@ Shapes in comments: B batch, T sequence length, C n_embd, nh heads, hs head size
 
 import inspect
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,9 @@ class GPTConfig:
     n_prelude: int = 0       # LoopGPT: unshared blocks before the loop
     n_coda: int = 0          # LoopGPT: unshared blocks after the loop
     learn_gates: bool = True # LoopGPT: False freezes the gates at 1 (ablation)
+    input_injection: bool = False  # LoopGPT: feed x_0 into every iteration (LoopGPT.loop)
+    loop_sampling: str = 'fixed'   # LoopGPT training: 'fixed' n_loop, or 'poisson' (LoopGPT.draw_n_loop)
+    bptt_loops: int = 0            # LoopGPT training: backprop through the last k iterations only; 0: all
 
     @property
     def effective_depth(self):
@@ -190,12 +194,13 @@ class GPT(nn.Module):
 
     # --- forward: embed -> body -> head. LoopGPT overrides body only. ---
 
-    def forward(self, idx, targets=None, kv_cache=None):
+    def forward(self, idx, targets=None, kv_cache=None, n_loop=None):
         """idx (B, T) token ids -> (logits, loss). With targets, logits for every position
         (B, T, vocab) and the mean cross entropy (targets of -1 are ignored); without,
-        logits of the last position only (B, 1, vocab), all that sampling needs."""
+        logits of the last position only (B, 1, vocab), all that sampling needs.
+        n_loop: loop iterations of this call (LoopGPT only; default self.n_loop)."""
         x = self.embed(idx, pos0=kv_cache.pos if kv_cache is not None else 0)
-        x = self.body(x, kv_cache)
+        x = self.body(x, kv_cache, n_loop)
         if kv_cache is not None:
             kv_cache.advance(idx.size(1))
         return self.head(x, targets)
@@ -208,7 +213,8 @@ class GPT(nn.Module):
         pos = torch.arange(pos0, pos0 + T, dtype=torch.long, device=idx.device)
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
 
-    def body(self, x, kv_cache=None):
+    def body(self, x, kv_cache=None, n_loop=None):
+        assert n_loop in (None, 1), "a GPT does not loop"
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i)
         return x
@@ -229,31 +235,37 @@ class GPT(nn.Module):
 
     # --- training helpers ---
 
+    # parameters that are not weight matrices to regularise, although 2-D: the loop gates, and
+    # the injection map, which starts at [I 0] (decaying it would pull the state towards 0)
+    NO_DECAY = ('gates', 'transformer.inject.weight')
+
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW that decays the weight matrices (Linear, Embedding) only. Biases, LayerNorm
         gains and loop gates are left alone: shrinking them towards 0 has no regularising
         meaning, and a gate pulled to 0 switches its loop iteration off."""
         params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        decay = [p for n, p in params if p.dim() >= 2 and n != 'gates']
-        no_decay = [p for n, p in params if not (p.dim() >= 2 and n != 'gates')]
+        decay = [p for n, p in params if p.dim() >= 2 and n not in self.NO_DECAY]
+        no_decay = [p for n, p in params if not (p.dim() >= 2 and n not in self.NO_DECAY)]
         groups = [{'params': decay, 'weight_decay': weight_decay},
                   {'params': no_decay, 'weight_decay': 0.0}]
         fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
 
-    def flops_per_token(self, seq_len=None):
-        """Training FLOPs (forward + backward) per token, PaLM appendix B style:
-        6 per weight use plus attention's 12 * depth * C * T. A looped block is used
-        n_loop times, so its weights count n_loop times."""
-        T = seq_len or self.config.block_size
-        n_shared = sum(p.numel() for p in self.transformer.h.parameters())
-        n_uses = self.get_num_params() + (self.n_loop - 1) * n_shared
-        return 6 * n_uses + 12 * self.depth() * self.config.n_embd * T
-
-    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
-        """Model FLOPs utilisation as a fraction of peak_flops (default: A100 bf16)."""
-        flops_per_iter = self.flops_per_token() * self.config.block_size * fwdbwd_per_iter
-        return flops_per_iter / dt / peak_flops
+    def flops_per_token(self, seq_len=None, n_loop=None):
+        """Training FLOPs (forward + backward) per token, PaLM appendix B style: a weight
+        costs 2 FLOPs per use forward and 4 backward, attention 4 * C * T per block forward
+        and 8 backward. A looped block is used once per iteration: n_loop of them (default
+        self.n_loop) run forward, and with bptt_loops = k only the last k run backward."""
+        cfg, T = self.config, seq_len or self.config.block_size
+        r = n_loop or self.n_loop
+        g = min(cfg.bptt_loops, r) if cfg.bptt_loops else r  # iterations with a backward pass
+        n_looped = sum(p.numel() for n, p in self.named_parameters()
+                       if n.startswith(('transformer.h.', 'transformer.inject.')))
+        n_once = self.get_num_params() - n_looped                 # embeddings, prelude, coda, ln_f, gates
+        blocks_once = cfg.n_prelude + cfg.n_coda
+        forward = 2 * (n_once + r * n_looped) + 4 * cfg.n_embd * T * (blocks_once + r * cfg.n_layer)
+        backward = 4 * (n_once + g * n_looped) + 8 * cfg.n_embd * T * (blocks_once + g * cfg.n_layer)
+        return forward + backward
 
     def crop_block_size(self, block_size):
         """Shrink the context, e.g. to fine-tune GPT-2 (1024) on shorter sequences."""
@@ -347,47 +359,92 @@ class LoopGPT(GPT):
     between n_prelude unshared blocks before the loop and n_coda after it.
 
     `n_loop` is an attribute: set `model.n_loop` to run more or fewer iterations than
-    the model was trained with (test-time compute). Beyond the trained count the last
-    gate a_N is reused; below it, a_1 .. a_n are used as trained.
+    the model was trained with (test-time compute). Gates are indexed by iteration:
+    iteration n uses a_n up to the trained count N and a_N beyond it, whether the count
+    was set at test time or drawn in training (loop_sampling).
     """
+
+    POISSON_SIGMA = 0.5  # spread of the log-normal rate in draw_n_loop, as Huginn's
 
     def __init__(self, config):
         super().__init__(config)
         self.transformer.prelude = nn.ModuleList([Block(config) for _ in range(config.n_prelude)])
         self.transformer.coda = nn.ModuleList([Block(config) for _ in range(config.n_coda)])
+        if config.input_injection:  # W = [W_h W_x]: (C, 2C), see loop()
+            self.transformer.inject = nn.Linear(2 * config.n_embd, config.n_embd, bias=False)
         # gates a_0 .. a_N, one vector in R^C each, starting at 1 (an ungated residual loop)
         self.gates = nn.Parameter(torch.ones(config.n_loop + 1, config.n_embd),
                                   requires_grad=config.learn_gates)
-        self.init_weights()  # once more, now that prelude and coda exist
+        self.init_weights()  # once more, now that prelude, coda and injection exist
+
+    def init_weights(self):
+        super().init_weights()
+        if 'inject' in self.transformer:  # [I 0]: the loop starts as the paper's, without x_0
+            C = self.config.n_embd
+            with torch.no_grad():
+                self.transformer.inject.weight.copy_(torch.eye(C, 2 * C))
 
     def gate(self, n):
         return self.gates[min(n, self.gates.size(0) - 1)]
 
-    def body(self, x, kv_cache=None):
+    def body(self, x, kv_cache=None, n_loop=None):
         x = self.run_blocks(self.transformer.prelude, x, kv_cache, first_slot=0)
-        h = self.loop(x, kv_cache)
-        first_coda = self.config.n_prelude + self.n_loop * self.config.n_layer
+        h = self.loop(x, kv_cache, n_loop)
+        first_coda = self.config.n_prelude + (n_loop or self.n_loop) * self.config.n_layer
         return self.run_blocks(self.transformer.coda, h, kv_cache, first_slot=first_coda)
 
-    def loop(self, x, kv_cache=None, states=None):
-        """The loop of the paper, x (B, T, C) -> h_N (B, T, C):
+    def loop(self, x, kv_cache=None, n_loop=None, states=None):
+        """The loop of the paper, x (B, T, C) -> h_N (B, T, C), N = n_loop or self.n_loop:
 
             h_0 = a_0 ⊙ x_0
             h_n = h_{n-1} + a_n ⊙ f(h_{n-1}),   f(h) = B(h) - h,   n = 1 .. N
 
         B is the stack of shared blocks. Unrolled, h_N = a_0 ⊙ x_0 + Σ_n a_n ⊙ f(h_{n-1}).
         With every a_n = 1 this is B applied N times, i.e. a GPT of N * n_layer blocks.
+
+        input_injection=True feeds the input x_0 to every iteration, through a learned
+        W = [W_h W_x] (C x 2C) that starts as [I 0], i.e. as the rule above:
+
+            f(h) = B(W_h h + W_x x_0) - h
+
+        With gates at 1 this is Huginn's recurrence h_n = B(W [h_{n-1}; x_0]): the state can
+        settle at a fixed point that depends on x_0, so more iterations need not drift away.
+
+        bptt_loops = k > 0 (training only): iterations 1 .. N-k run without gradient, so
+        backward, and the activations it keeps, cover only the last k iterations.
         If `states` is a list, h_0 .. h_N are appended to it."""
+        N = n_loop or self.n_loop
+        k = self.config.bptt_loops
+        no_grad_until = N - k if k and torch.is_grad_enabled() else 0
         h = self.gate(0) * x
         if states is not None:
             states.append(h)
-        for n in range(1, self.n_loop + 1):
-            first_slot = self.config.n_prelude + (n - 1) * self.config.n_layer
-            b = self.run_blocks(self.transformer.h, h, kv_cache, first_slot)  # B(h_{n-1})
-            h = h + self.gate(n) * (b - h)
+        for n in range(1, N + 1):
+            with torch.no_grad() if n <= no_grad_until else nullcontext():
+                u = self.transformer.inject(torch.cat((h, x), dim=-1)) if self.config.input_injection else h
+                first_slot = self.config.n_prelude + (n - 1) * self.config.n_layer
+                b = self.run_blocks(self.transformer.h, u, kv_cache, first_slot)  # B(u)
+                h = h + self.gate(n) * (b - h)
             if states is not None:
                 states.append(h)
         return h
+
+    def draw_n_loop(self, rng):
+        """A loop count for one training iteration, drawn with the numpy Generator rng.
+        loop_sampling='poisson' is Huginn's log-normal Poisson (Geiping et al. 2025), with
+        mean N = config.n_loop and a cap that bounds a step's time and memory:
+
+            τ ~ Normal(log(N - 1) - σ²/2, σ),   r = min(1 + Poisson(e^τ), 4N),   σ = 0.5
+
+        Most draws are near N, a few far above it: the model learns to give its answer after
+        any number of iterations, which is what lets more iterations at test time help."""
+        N = self.config.n_loop
+        if self.config.loop_sampling == 'fixed':
+            return N
+        assert self.config.loop_sampling == 'poisson' and N >= 2, "loop_sampling='poisson' needs n_loop >= 2"
+        sigma = self.POISSON_SIGMA
+        tau = rng.normal(math.log(N - 1) - sigma ** 2 / 2, sigma)
+        return int(min(1 + rng.poisson(math.exp(tau)), 4 * N))
 
     @staticmethod
     def run_blocks(blocks, x, kv_cache, first_slot):

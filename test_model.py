@@ -5,6 +5,7 @@ import math
 import os
 import runpy
 
+import numpy as np
 import pytest
 import torch
 
@@ -216,7 +217,123 @@ def test_flops_count_loops():
     assert loop.flops_per_token() - gpt.flops_per_token() == 6 * loop.gates.numel()
 
 
-# 7. from_pretrained matches Hugging Face's GPT-2 on a locally saved random model
+# 7. recurrent-depth training: input injection, truncated backprop, drawn loop counts
+
+def shared_stack(model):
+    def B(h):  # the shared stack, applied once
+        for block in model.transformer.h:
+            h = block(h)
+        return h
+    return B
+
+
+def test_input_injection_starts_as_the_paper_loop_and_follows_its_equation():
+    plain = make(LoopGPT, n_loop=3)
+    model = make(LoopGPT, n_loop=3, input_injection=True)
+    randomize_gates(plain)
+    C = SMALL['n_embd']
+    assert torch.equal(model.transformer.inject.weight, torch.eye(C, 2 * C))  # W = [I 0]
+    assert model.get_num_params() - plain.get_num_params() == 2 * C * C
+    model.load_state_dict({**plain.state_dict(), 'transformer.inject.weight': model.transformer.inject.weight})
+    idx = random_idx()
+    torch.testing.assert_close(all_logits(model, idx), all_logits(plain, idx), atol=1e-6, rtol=0)
+
+    with torch.no_grad():  # any W: h_n = h_{n-1} + a_n ⊙ (B(W_h h_{n-1} + W_x x_0) - h_{n-1})
+        model.transformer.inject.weight.normal_(0, 0.5)
+    W_h, W_x = model.transformer.inject.weight.detach().split(C, dim=1)
+    a, B = model.gates.detach(), shared_stack(model)
+    x0 = model.embed(idx)
+    h = a[0] * x0
+    for n in range(1, 4):
+        h = h + a[n] * (B(h @ W_h.T + x0 @ W_x.T) - h)
+    torch.testing.assert_close(model.loop(x0), h, atol=1e-5, rtol=0)
+    torch.testing.assert_close(all_logits(model, idx), model.lm_head(model.transformer.ln_f(h)), atol=1e-5, rtol=0)
+    # the map is not weight-decayed (it starts at [I 0]: decay would pull the state to 0)
+    decay = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups[0]['params']
+    assert not any(p is model.transformer.inject.weight for p in decay)
+
+
+@pytest.mark.parametrize('inject', [False, True])
+def test_bptt_gradients_are_those_of_the_last_k_iterations(inject):
+    N, k = 4, 2
+    model = make(LoopGPT, n_loop=N, bptt_loops=k, input_injection=inject, n_coda=1).train()
+    randomize_gates(model)
+    if inject:  # away from [I 0], where W_x = 0 lets no gradient reach x_0
+        with torch.no_grad():
+            model.transformer.inject.weight.add_(torch.randn_like(model.transformer.inject.weight) * 0.1)
+    idx = random_idx()
+    targets = torch.roll(idx, -1, dims=1)
+    model(idx, targets)[1].backward()
+    got = {n: p.grad for n, p in model.named_parameters()}
+
+    # independently: the same forward, with the state entering iteration N-k+1 detached
+    ref = copy.deepcopy(model)
+    ref.zero_grad(set_to_none=True)
+    a, B = ref.gates, shared_stack(ref)
+    x0 = ref.embed(idx)
+    W = ref.transformer.inject if inject else (lambda hx: hx[..., :SMALL['n_embd']])
+    h = a[0] * x0
+    for n in range(1, N + 1):
+        if n == N - k + 1:
+            h = h.detach()
+        h = h + a[n] * (B(W(torch.cat((h, x0), dim=-1))) - h)
+    loss = ref.head(ref.transformer.coda[0](h), targets)[1]
+    assert loss.item() == pytest.approx(model(idx, targets)[1].item(), abs=1e-6)
+    loss.backward()
+    for name, p in ref.named_parameters():  # no gradient at all is a gradient of zeros
+        zero = torch.zeros_like(p)
+        torch.testing.assert_close(got[name] if got[name] is not None else zero,
+                                   p.grad if p.grad is not None else zero, atol=1e-6, rtol=1e-5, msg=name)
+    # what only the early iterations used gets no gradient: the gates a_0 .. a_{N-k}, and
+    # without injection the position embeddings (x_0 enters only h_0)
+    assert not got['gates'][:N - k + 1].any() and got['gates'][N - k + 1:].abs().sum(dim=1).gt(0).all()
+    assert (got['transformer.wpe.weight'] is not None and got['transformer.wpe.weight'].any()) == inject
+    # eval and no_grad: all iterations, as without bptt_loops
+    full = make(LoopGPT, n_loop=N, input_injection=inject, n_coda=1)
+    full.load_state_dict(model.state_dict())
+    assert torch.equal(all_logits(model.eval(), idx), all_logits(full, idx))
+
+
+def test_bptt_through_every_iteration_changes_nothing():
+    model = make(LoopGPT, n_loop=3).train()
+    same = make(LoopGPT, n_loop=3, bptt_loops=3).train()  # k >= N: nothing to truncate
+    same.load_state_dict(model.state_dict())
+    idx = random_idx()
+    for m in (model, same):
+        m(idx, torch.roll(idx, -1, dims=1))[1].backward()
+    for (name, p), q in zip(model.named_parameters(), same.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+
+
+def test_drawn_loop_counts():
+    fixed = make(LoopGPT, n_loop=3)
+    assert fixed.draw_n_loop(np.random.default_rng(0)) == 3
+    model = make(LoopGPT, n_loop=3, loop_sampling='poisson')
+    draws = [model.draw_n_loop(np.random.default_rng([1, 2, it])) for it in range(4000)]
+    assert draws == [model.draw_n_loop(np.random.default_rng([1, 2, it])) for it in range(4000)]  # (seed, it) only
+    assert min(draws) == 1 and max(draws) <= 12 and len(set(draws)) >= 6
+    assert np.mean(draws) == pytest.approx(3, abs=0.1)  # mean n_loop
+    idx = random_idx()
+    # a call's n_loop is the same as setting the attribute; gates past N reuse a_N
+    randomize_gates(model)
+    for n in (1, 5):
+        by_call = model(idx, torch.zeros_like(idx), n_loop=n)[0]
+        model.n_loop = n
+        assert torch.equal(by_call, all_logits(model, idx))
+        model.n_loop = 3
+
+
+def test_flops_count_the_iterations_run():
+    model = make(LoopGPT, n_layer=2, n_loop=2)
+    step = make(LoopGPT, n_layer=2, n_loop=3).flops_per_token() - make(LoopGPT, n_layer=2, n_loop=2).flops_per_token()
+    gate = 6 * SMALL['n_embd']  # the 3-loop model has one more gate
+    assert model.flops_per_token(n_loop=3) - model.flops_per_token() == step - gate
+    # bptt_loops = 1 of 3: two iterations forward only, i.e. a third of the cost of a full one
+    truncated = make(LoopGPT, n_layer=2, n_loop=2, bptt_loops=1)
+    assert truncated.flops_per_token(n_loop=3) == model.flops_per_token(n_loop=3) - 2 * (step - gate) * 2 // 3
+
+
+# 8. from_pretrained matches Hugging Face's GPT-2 on a locally saved random model
 def test_from_pretrained_matches_huggingface(tmp_path):
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)
