@@ -5,11 +5,14 @@ train.py reads with np.memmap.
     python prepare.py stdlib                      # offline: this Python's stdlib sources, byte-level
     python prepare.py text --input a.txt b.txt    # your own text files (GPT-2 BPE, or --tokenizer bytes)
     python prepare.py openwebtext                 # the paper's data: Hugging Face datasets + GPT-2 BPE
+    python prepare.py hops --nodes 8 --hops 4     # offline, synthetic: multi-hop pointer chasing
     python prepare.py bench --num_proc 1 2        # tokenisation throughput; writes nothing
 
 Each dataset ends up in data/NAME/ (NAME = the dataset, or --out_name):
     train.bin, val.bin   flat token ids, uint16 when the vocabulary fits, else uint32
-    meta.json            tokenizer, vocab_size, eot_token, dtype, token counts, source
+    meta.json            tokenizer, vocab_size, eot_token, dtype, token counts, source; for a
+                         dataset of question/answer examples (hops) also "answers": the example
+                         length and where in an example the answers are (train.py's loss uses only these)
 The .bin files are written under temporary names, fsynced and renamed, and
 meta.json is written last: if meta.json is there, the set is complete.
 """
@@ -32,7 +35,7 @@ import numpy as np
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SPLITS = ("train", "val")
-DATASETS = ("stdlib", "text", "openwebtext")
+DATASETS = ("stdlib", "text", "openwebtext", "hops")
 OWT_REPO = "Skylion007/openwebtext"
 SEED = 2357             # nanoGPT's seed for the OpenWebText split; reused for the stdlib split
 PIECE_CHARS = 1 << 16   # text files are tokenised in pieces of about this many characters
@@ -80,12 +83,63 @@ class TiktokenTokenizer:
         return self.enc.decode(np.asarray(ids).tolist())
 
 
+class HopsTokenizer:
+    """The tokens of the hops dataset, written as words: "3>5" is the edge 3 -> 5, "2h" asks
+    for 2 hops, "3" is node 3. Ids: nodes 0..K-1, hop counts K..K+H-1, then the K*K edges."""
+    eot_token = None
+
+    def __init__(self, nodes, hops):
+        self.nodes, self.hops = nodes, hops
+        self.name = f"hops-{nodes}-{hops}"
+        self.vocab_size = nodes + hops + nodes * nodes
+
+    def hop(self, h):
+        return self.nodes + h - 1
+
+    def edge(self, x, y):
+        return self.nodes + self.hops + x * self.nodes + y
+
+    def encode(self, text):
+        ids = []
+        for word in text.split():
+            try:
+                if ">" in word:
+                    x, y = (int(v) for v in word.split(">"))
+                    assert 0 <= x < self.nodes and 0 <= y < self.nodes
+                    ids.append(self.edge(x, y))
+                elif word.endswith("h"):
+                    assert 1 <= int(word[:-1]) <= self.hops
+                    ids.append(self.hop(int(word[:-1])))
+                else:
+                    assert 0 <= int(word) < self.nodes
+                    ids.append(int(word))
+            except (ValueError, AssertionError):
+                raise ValueError(f"{word!r} is not a hops token: write edges as x>y, hop counts as 1h..{self.hops}h "
+                                 f"and nodes as 0..{self.nodes - 1}") from None
+        return ids
+
+    def decode(self, ids):
+        K, H = self.nodes, self.hops
+        words = []
+        for i in np.asarray(ids).tolist():
+            if i < K:
+                words.append(str(i))
+            elif i < K + H:
+                words.append(f"{i - K + 1}h")
+            else:
+                x, y = divmod(i - K - H, K)
+                words.append(f"{x}>{y}")
+        return " ".join(words)
+
+
 def get_tokenizer(name):
-    """The tokenizer called `name` ("bytes" or "gpt2"): .encode, .decode, .vocab_size, .eot_token."""
+    """The tokenizer called `name` ("bytes", "gpt2" or "hops-K-H"): .encode, .decode, .vocab_size, .eot_token."""
     if name == "bytes":
         return ByteTokenizer()
+    if isinstance(name, str) and re.fullmatch(r"hops-\d+-\d+", name):
+        return HopsTokenizer(*(int(v) for v in name.split("-")[1:]))
     if name != "gpt2":
-        raise PrepareError(f"unknown tokenizer {name!r}: choose bytes or gpt2")
+        raise PrepareError(f"unknown tokenizer {name!r}: choose bytes or gpt2 (or hops-K-H)")
     try:
         import tiktoken
     except ImportError:
@@ -111,7 +165,7 @@ def _as_tokenizer(tok):
 def _rerun_hint(dataset_dir):
     name = os.path.basename(os.path.normpath(dataset_dir))
     parent = os.path.dirname(os.path.abspath(os.path.normpath(dataset_dir)))
-    cmd = f"python prepare.py {name}" if name in ("stdlib", "openwebtext") else \
+    cmd = f"python prepare.py {name}" if name in ("stdlib", "openwebtext", "hops") else \
         "python prepare.py text --input FILE ..." + ("" if name == "text" else f" --out_name {name}")
     return cmd + ("" if parent == DATA_DIR else f" --data_dir {parent}")
 
@@ -147,6 +201,36 @@ def load_meta(dataset_dir):
     if problem:
         raise PrepareError(f"{dataset_dir} is incomplete ({problem}): rerun `{_rerun_hint(dataset_dir)} --force`")
     return meta
+
+
+def answer_groups(meta, block_size):
+    """For a dataset of examples with answers (hops): the answer group of every target
+    position of a block_size window, as an int64 array (block_size,) (-1: not an answer,
+    so no loss there), and the group names. (None, None) for plain text, where every
+    target counts. A window holds whole examples: block_size must be a multiple of the
+    example length, and windows start on example boundaries."""
+    answers = meta.get("answers")
+    if not answers:
+        return None, None
+    length = answers["example_len"]
+    if block_size % length:
+        raise PrepareError(f"block_size={block_size} is not a multiple of this dataset's example length "
+                           f"{length}: set block_size={length} (or a multiple of it)")
+    groups = np.full(length, -1, dtype=np.int64)
+    for g, positions in enumerate(answers["groups"].values()):
+        groups[positions] = g
+    return np.tile(groups, block_size // length), list(answers["groups"])
+
+
+def answer_hits(predictions, targets, groups):
+    """Scores a batch of a dataset with answers: predictions and targets (B, block_size) token
+    ids (numpy; targets -1 off the answers), groups from answer_groups. Returns (hits,
+    answers): correct and total answers per group, int arrays (n_groups,)."""
+    on = groups >= 0
+    correct = (predictions[:, on] == targets[:, on]).sum(axis=0)
+    n = int(groups.max()) + 1
+    hits = np.bincount(groups[on], weights=correct, minlength=n).astype(np.int64)
+    return hits, np.bincount(groups[on], minlength=n) * len(targets)
 
 
 # -----------------------------------------------------------------------------
@@ -543,7 +627,72 @@ def prepare_openwebtext(args, tok, tmp):
                             "documents": {s: len(parts[s]) for s in SPLITS}}
 
 
-PREPARE = {"stdlib": prepare_stdlib, "text": prepare_text, "openwebtext": prepare_openwebtext}
+# hops: multi-hop pointer chasing, a task that needs depth. One example (K nodes, Q queries):
+#
+#   x1>π(x1) x2>π(x2) ... xK>π(xK)   h1 a1 π^h1(a1)   h2 a2 π^h2(a2)   ...   hQ aQ π^hQ(aQ)
+#
+# π is a random cycle through all K nodes (a linked list), its K edges in random order;
+# query j asks for h_j = 1 + (j mod H) hops from a start node a_j (all different). h hops
+# land h places further round the cycle, never back on a (H < K), so no answer can be
+# guessed from the question, and each hop is a lookup that needs the one before: a model
+# needs about h layers (or loop iterations) for h hops. Train and val use disjoint cycles.
+
+def _perm_hash(perms, seed):
+    """A well-mixed uint64 per permutation (row of perms), for the train/val split (splitmix64 of
+    the permutation read as a base-K number)."""
+    K = perms.shape[1]
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as a hash should
+        z = perms.astype(np.uint64) @ (np.uint64(K) ** np.arange(K, dtype=np.uint64)) + np.uint64(seed)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def hops_examples(tok, n, queries, val_fraction, seed, split):
+    """n examples of the split, (n, K + 3 * queries) token ids, from a generator seeded by (seed, split)."""
+    K, H = tok.nodes, tok.hops
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    # a cycle is val's when its hash falls in the first val_fraction of the range
+    perms = np.empty((0, K), dtype=np.int64)
+    while len(perms) < n:
+        order = rng.random((2 * n, K)).argsort(axis=1)  # the cycle order[0] -> order[1] -> ... -> order[0]
+        p = np.empty_like(order)
+        np.put_along_axis(p, order, np.roll(order, -1, axis=1), axis=1)  # p[order[i]] = order[i + 1]
+        is_val = _perm_hash(p, seed) < np.uint64(val_fraction * 2.0 ** 64)
+        perms = np.concatenate([perms, p[is_val == (split == "val")]])
+    perms, rows = perms[:n], np.arange(n)[:, None]
+    sources = rng.random((n, K)).argsort(axis=1)             # the edges in random order
+    edges = tok.edge(sources, perms[rows, sources])
+    starts = rng.random((n, K)).argsort(axis=1)[:, :queries]  # distinct start nodes
+    cols = [edges]
+    for j in range(queries):
+        h, a = 1 + j % H, starts[:, j]
+        answer = a
+        for _ in range(h):
+            answer = perms[np.arange(n), answer]
+        cols += [np.full((n, 1), tok.hop(h)), a[:, None], answer[:, None]]
+    return np.concatenate(cols, axis=1)
+
+
+def prepare_hops(args, tok, tmp):
+    if args.queries > args.nodes:
+        raise PrepareError(f"--queries {args.queries} is more than --nodes {args.nodes}: queries start at "
+                           f"different nodes, so use at most {args.nodes}")
+    n = {"train": args.train_examples, "val": args.val_examples}
+    splits = {s: ((x for x in [hops_examples(tok, n[s], args.queries, args.val_fraction, args.seed, s).ravel()]),
+                  n[s] * (args.nodes + 3 * args.queries)) for s in SPLITS}
+    length = args.nodes + 3 * args.queries
+    # the target at position t is token t + 1: query j's answer is the target of position K + 3j + 1
+    groups = {f"{h} hop{'s' if h > 1 else ''}": [args.nodes + 3 * j + 1 for j in range(args.queries)
+                                               if 1 + j % args.hops == h] for h in range(1, args.hops + 1)}
+    source = (f"hops: {args.nodes} nodes, {args.queries} queries of 1..{args.hops} hops per example, "
+              f"seed {args.seed}")
+    return splits, source, {"split": f"by cycle: {args.val_fraction:g} of all cycles are val",
+                            "documents": n, "answers": {"example_len": length, "groups": groups}}
+
+
+PREPARE = {"stdlib": prepare_stdlib, "text": prepare_text, "openwebtext": prepare_openwebtext,
+           "hops": prepare_hops}
 
 
 def bench(args, tok):
@@ -596,9 +745,9 @@ def _common(p, tokenizer, val_fraction, what):
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
-        raise PrepareError("which dataset? python prepare.py stdlib|text|openwebtext|bench (add --help for options)")
+        raise PrepareError("which dataset? python prepare.py stdlib|text|openwebtext|hops|bench (add --help for options)")
     if argv and not argv[0].startswith("-") and argv[0] not in DATASETS + ("bench",):
-        raise PrepareError(f"unknown dataset {argv[0]!r}: choose stdlib, text or openwebtext "
+        raise PrepareError(f"unknown dataset {argv[0]!r}: choose stdlib, text, openwebtext or hops "
                            "(your own files: python prepare.py text --input FILE ...)")
     parser = _Parser(prog="prepare.py", description=__doc__.strip(),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -618,14 +767,35 @@ def parse_args(argv=None):
                    help="local or remote .parquet/.jsonl/.txt shards instead of the hub repo (globs ok)")
     p.add_argument("--text_column", default="text")
     p.add_argument("--cache_dir", default=None, help="datasets cache (default: ~/.cache/huggingface/datasets)")
+    p = sub.add_parser("hops", help="offline, synthetic: multi-hop pointer chasing (a task that needs depth)")
+    p.add_argument("--nodes", type=int, default=8, help="K, nodes of each permutation (default 8)")
+    p.add_argument("--hops", type=int, default=4, help="H: queries ask for 1..H hops (default 4)")
+    p.add_argument("--queries", type=int, default=8, help="queries per example, at most K (default 8)")
+    p.add_argument("--train_examples", type=int, default=200_000)
+    p.add_argument("--val_examples", type=int, default=4096)
+    p.add_argument("--val_fraction", type=float, default=0.1, help="fraction of the cycles for val")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--data_dir", default=DATA_DIR, help="where NAME/ goes (default: data/ next to prepare.py)")
+    p.add_argument("--out_name", default=None, help="output directory name (default: hops)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the output is already complete")
     p = sub.add_parser("bench", help="tokenisation throughput; writes nothing")
     p.add_argument("--input", nargs="+", default=None, metavar="PATH", help="corpus (default: stdlib .py files)")
     p.add_argument("--tokenizer", default="gpt2", choices=["bytes", "gpt2"])
     p.add_argument("--num_proc", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
-    for n in args.num_proc if isinstance(args.num_proc, list) else [args.num_proc]:
+    num_proc = getattr(args, "num_proc", 1)  # hops has no tokenising to spread out
+    for n in num_proc if isinstance(num_proc, list) else [num_proc]:
         if n < 1:
             raise PrepareError(f"--num_proc must be at least 1, got {n}")
+    if args.dataset == "hops":
+        for key, low in (("nodes", 2), ("hops", 1), ("queries", 1), ("train_examples", 1), ("val_examples", 1)):
+            if getattr(args, key) < low:
+                raise PrepareError(f"--{key} must be at least {low}, got {getattr(args, key)}")
+        if args.hops >= args.nodes:
+            raise PrepareError(f"--hops {args.hops} would go round the cycle of {args.nodes} nodes back to the "
+                               f"start: use --hops below --nodes")
+        if args.nodes * args.nodes + args.nodes + args.hops > 1 << 16:
+            raise PrepareError(f"--nodes {args.nodes} makes more than 65536 tokens: use at most 250 nodes")
     if args.dataset != "bench" and not 0 < args.val_fraction < 1:
         raise PrepareError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
     return args
@@ -638,6 +808,9 @@ def _settings(args, tok_name):
         s.update(seed=args.seed, root=sysconfig.get_paths()["stdlib"])
     elif args.dataset == "text":
         s.update(input=[os.path.abspath(p) for p in args.input])
+    elif args.dataset == "hops":
+        s.update({k: getattr(args, k) for k in ("nodes", "hops", "queries", "train_examples", "val_examples",
+                                                 "seed")})
     else:
         s.update(seed=args.seed, text_column=args.text_column, **(
             {"data_files": args.data_files} if args.data_files else {"repo": args.repo, "revision": args.revision}))
@@ -670,6 +843,8 @@ def run(argv=None, tokenizer=None):
     tok = _as_tokenizer(tokenizer) if tokenizer is not None else None
     if args.dataset == "bench":
         return bench(args, tok or get_tokenizer(args.tokenizer))
+    if args.dataset == "hops":
+        tok = HopsTokenizer(args.nodes, args.hops)
     tok_name = tok.name if tok else args.tokenizer
     # check the inputs before anything slow happens (loading the BPE, the skip check)
     if args.dataset == "text":

@@ -252,6 +252,83 @@ def test_stdlib_round_trip_and_deterministic(tmp_path):
     assert contents(tmp_path / "data" / "again") == contents(out)
 
 
+# -----------------------------------------------------------------------------
+# hops: the synthetic multi-hop task
+
+HOPS = ["hops", "--nodes", "6", "--hops", "3", "--queries", "5", "--train_examples", "3000", "--val_examples", "500"]
+
+
+def hops_examples(out, split, meta):
+    return tokens(out, split, meta).reshape(-1, meta["answers"]["example_len"])
+
+
+def follow(edges, start, hops):
+    node = start
+    for _ in range(hops):
+        node = edges[node]
+    return node
+
+
+def test_hops_is_deterministic_and_correct(tmp_path):
+    meta = prep(tmp_path, *HOPS)
+    out = tmp_path / "data" / "hops"
+    assert_meta_matches_files(out, meta)
+    K, H, Q = 6, 3, 5
+    tok = prepare.get_tokenizer(meta["tokenizer"])
+    assert meta["tokenizer"] == "hops-6-3" and meta["vocab_size"] == K + H + K * K == tok.vocab_size
+    assert meta["answers"] == {"example_len": K + 3 * Q,
+                               "groups": {"1 hop": [7, 16], "2 hops": [10, 19], "3 hops": [13]}}
+    cycles = {}
+    for split in prepare.SPLITS:
+        examples = hops_examples(out, split, meta)
+        assert len(examples) == {"train": 3000, "val": 500}[split]
+        for ex in examples[:200]:
+            words = tok.decode(ex).split()
+            assert tok.encode(" ".join(words)) == ex.tolist()  # the tokenizer round trip
+            edges = dict(tuple(map(int, w.split(">"))) for w in words[:K])
+            assert sorted(edges) == list(range(K)) and follow(edges, 0, K) == 0  # one cycle through all K nodes
+            assert all(follow(edges, 0, n) != 0 for n in range(1, K))
+            starts = set()
+            for j in range(Q):
+                hop, a, answer = words[K + 3 * j:K + 3 * j + 3]
+                assert hop == f"{1 + j % H}h" and int(answer) == follow(edges, int(a), 1 + j % H)
+                starts.add(a)
+            assert len(starts) == Q  # every query starts at a different node
+            cycles.setdefault(split, set()).add(tuple(sorted(edges.items())))
+    assert not cycles["train"] & cycles["val"]  # disjoint cycles (on the 200 read of each)
+    # the answer groups mark exactly the positions whose target is an answer
+    groups, names = prepare.answer_groups(meta, 2 * (K + 3 * Q))
+    assert names == ["1 hop", "2 hops", "3 hops"] and len(groups) == 2 * (K + 3 * Q)
+    assert [int(p) for p in np.flatnonzero(groups >= 0)] == [7, 10, 13, 16, 19, 28, 31, 34, 37, 40]
+    with pytest.raises(PrepareError, match="block_size=20 is not a multiple"):
+        prepare.answer_groups(meta, 20)
+    # the same command writes the same bytes; another seed, other examples
+    prep(tmp_path, *HOPS, "--out_name", "again")
+    assert contents(tmp_path / "data" / "again") == contents(out)
+    prep(tmp_path, *HOPS, "--seed", "7", "--out_name", "other")
+    assert (tmp_path / "data" / "other" / "val.bin").read_bytes() != (out / "val.bin").read_bytes()
+
+
+def test_hops_disjoint_cycles_over_all_of_them(tmp_path):
+    """With 5 nodes there are only 24 cycles: every one of them lands in exactly one split."""
+    meta = prep(tmp_path, "hops", "--nodes", "5", "--hops", "2", "--queries", "2", "--train_examples", "2000",
+                "--val_examples", "300", "--val_fraction", "0.3")
+    seen = {}
+    for split in prepare.SPLITS:
+        examples = hops_examples(tmp_path / "data" / "hops", split, meta)
+        seen[split] = {tuple(sorted(ex[:5].tolist())) for ex in examples}  # the edge tokens: the cycle
+    assert not seen["train"] & seen["val"] and len(seen["train"] | seen["val"]) == 24
+    assert 3 <= len(seen["val"]) <= 15
+
+
+def test_answer_hits_counts_only_answers():
+    groups = np.array([-1, 0, -1, 1, 1, -1])
+    targets = np.array([[-1, 4, -1, 2, 3, -1], [-1, 5, -1, 2, 2, -1]])
+    predictions = np.array([[9, 4, 9, 2, 0, 9], [-1, 1, -1, 2, 2, -1]])  # off the answers: anything
+    hits, answers = prepare.answer_hits(predictions, targets, groups)
+    assert hits.tolist() == [1, 3] and answers.tolist() == [2, 4]
+
+
 def test_split_files_is_seeded():
     files = [f"f{i}" for i in range(50)]
     assert prepare.split_files(files, 0.1, 1) == prepare.split_files(files, 0.1, 1)
@@ -423,6 +500,9 @@ def test_token_id_that_does_not_fit(tmp_path):
     (["stdlib", "--val_fraction", "1.5"], "--val_fraction must be between 0 and 1"),
     (["stdlib", "--num_proc", "0"], "--num_proc must be at least 1"),
     (["stdlib", "--bogus"], "unrecognized arguments: --bogus"),
+    (["hops", "--hops", "8"], "--hops 8 would go round the cycle of 8 nodes"),
+    (["hops", "--queries", "9"], "--queries 9 is more than --nodes 8"),
+    (["hops", "--nodes", "300"], "use at most 250 nodes"),
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_bytes(b"")
