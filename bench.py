@@ -23,7 +23,8 @@ each timing is kept.
   train         ms per optimizer step on batch_size x block_size random tokens (forward,
                 backward, AdamW): the median of train_iters steps after warmup_iters
   tokens/s, TFLOP/s, MFU   from the train time; MFU is the fraction of peak_flops
-                (looked up for A100/H100/H200 in bf16; CPUs have no agreed peak: pass one)
+                (looked up for common CUDA GPUs in bf16/fp16, checkpoint.GPU_PEAK_FLOPS;
+                CPUs have no agreed peak: pass one, or read TFLOP/s)
   peak mem      CUDA: torch.cuda.max_memory_allocated() during training. CPU: how far
                 training raised the process's peak resident memory (ru_maxrss) above
                 what it was before the model was built (weights, grads, AdamW state,
@@ -42,7 +43,8 @@ import time
 
 import torch
 
-from checkpoint import DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of
+from checkpoint import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
+                        peak_flops_of)
 from configurator import ConfigError, config_keys, configure
 from model import build_model
 
@@ -77,8 +79,6 @@ seed = 1337
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'tiny.py')
 MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'n_loop', 'n_prelude', 'n_coda', 'bias', 'block_size')
-# dense bf16 tensor-core peaks from NVIDIA's data sheets (SXM parts, without sparsity)
-PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12}
 
 
 def die(message):
@@ -271,9 +271,7 @@ def main(argv):
     problem = check_config(c)
     if problem:
         die(problem)
-    if not c['peak_flops'] and device_type_of(c['device']) == 'cuda' and c['dtype'] != 'float32':
-        name = torch.cuda.get_device_name(c['device'])
-        c['peak_flops'] = next((v for k, v in PEAK_FLOPS.items() if k in name), 0.0)
+    c['peak_flops'] = c['peak_flops'] or peak_flops_of(c['device'], c['dtype'])
     hardware = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' \
         else f"CPU, {c['threads'] or torch.get_num_threads()} threads"
     print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'bench.py defaults'}; {hardware}, "

@@ -63,6 +63,22 @@ def model_from_checkpoint(ckpt):
     return model
 
 
+# Dense (no sparsity) bf16/fp16 tensor-core peaks from NVIDIA's data sheets, in FLOP/s, by a
+# piece of torch.cuda.get_device_name(); the first match wins, so the more specific come first.
+GPU_PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
+                  ('B200', 2250e12), ('A100', 312e12), ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12),
+                  ('A10', 125e12))
+
+
+def peak_flops_of(device, dtype):
+    """The peak FLOP/s that MFU divides by: a known CUDA GPU in bf16/fp16, else 0 (unknown:
+    CPUs, MPS, fp32, other GPUs; pass peak_flops= to train.py or bench.py)."""
+    if device_type_of(device) != 'cuda' or dtype == 'float32' or not torch.cuda.is_available():
+        return 0.0
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in GPU_PEAK_FLOPS if key in name), 0.0)
+
+
 def device_type_of(device):
     return 'cuda' if 'cuda' in device else 'mps' if 'mps' in device else 'cpu'
 

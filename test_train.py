@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import load_checkpoint
+import prepare
+from checkpoint import load_checkpoint, model_from_checkpoint
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 N = 8  # iterations before the interruption; the full runs do 2N
@@ -33,8 +34,10 @@ TINY = ['--dataset=stdlib', '--n_head=2', '--n_embd=32', '--block_size=32', '--b
         '--gradient_accumulation_steps=4', '--dropout=0.1', '--learning_rate=1e-2', '--min_lr=1e-3',
         '--warmup_iters=2', f'--lr_decay_iters={2 * N}', f'--eval_interval={N}', '--eval_iters=4',
         '--log_interval=1', '--device=cpu', '--dtype=float32', '--compile=False']
-MODELS = {'gpt': ['--n_layer=2'], 'loop': ['--n_layer=1', '--n_loop=3']}
-TIMING = ('dt_ms', 'tok_s', 'mfu', 'time_s')  # the only log fields allowed to differ between runs
+MODELS = {'gpt': ['--n_layer=2'], 'loop': ['--n_layer=1', '--n_loop=3'],
+          # recurrent-depth training: loop counts drawn per iteration, truncated backprop, x_0 injected
+          'sampled': ['--n_layer=1', '--n_loop=3', '--loop_sampling=poisson', '--bptt_loops=2', '--input_injection=True']}
+TIMING = ('dt_ms', 'tok_s', 'tflops', 'mfu', 'time_s')  # the only log fields allowed to differ between runs
 
 
 @pytest.fixture(scope='module')
@@ -57,6 +60,9 @@ def data_dir(tmp_path_factory):
         meta = dict(tokenizer=tokenizer, vocab_size=vocab, eot_token=None, dtype='uint16',
                     train_tokens=n, val_tokens=len(tokens) - n, source='test')
         (root / dataset / 'meta.json').write_text(json.dumps(meta))
+    # data/hops: 5 nodes, 3 queries of 1 or 2 hops per example of 5 + 3 * 3 = 14 tokens
+    prepare.run(['hops', '--nodes', '5', '--hops', '2', '--queries', '3', '--train_examples', '2000',
+                 '--val_examples', '200', '--data_dir', str(root)])
     return root
 
 
@@ -123,20 +129,40 @@ def test_loss_falls(runs):
     assert evals[-1]['val_loss'] < evals[0]['val_loss'] - 1.0
     losses = [r['loss'] for r in read_log(runs['full'], 'train')]
     assert len(losses) == 2 * N and np.mean(losses[-4:]) < np.mean(losses[:4]) - 1.0
-    if runs['name'] == 'loop':  # the gates are logged and trained
+    if runs['name'] != 'gpt':  # the gates are logged and trained
         gates = [r['gates'] for r in read_log(runs['full'], 'train')]
         assert len(gates[0]) == 4 and gates[0] != gates[-1]
 
 
 def test_checkpoints_and_log(runs):
     last = load_checkpoint(str(runs['full']), 'last')
-    assert last['iter_num'] == 2 * N and last['model_type'] == runs['name']
+    assert last['iter_num'] == 2 * N and last['model_type'] == ('gpt' if runs['name'] == 'gpt' else 'loop')
     assert last['meta']['tokenizer'] == 'bytes' and last['config']['max_iters'] == 2 * N
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in last['model'])
     evals = read_log(runs['full'], 'eval')
     best = load_checkpoint(str(runs['full']), 'best')
     assert best['best_val_loss'] == min(r['val_loss'] for r in evals)
     assert last['tokens'] == 2 * N * 4 * 4 * 32 == evals[-1]['tokens']
+
+
+def test_loop_counts_and_flops_in_the_log(runs):
+    """Each iteration's loop count: n_loop, or drawn from (seed, iteration) alone; the FLOPs
+    in the log count the iterations actually run."""
+    last = load_checkpoint(str(runs['full']), 'last')
+    model = model_from_checkpoint(last)
+    train_log = read_log(runs['full'], 'train')
+    if runs['name'] == 'sampled':
+        expected = [model.draw_n_loop(np.random.default_rng([1337, 2, it])) for it in range(2 * N)]
+        assert len(set(expected)) > 1  # sampling is really on
+    else:
+        expected = [model.n_loop] * (2 * N)
+    assert [r.get('n_loop', 1) for r in train_log] == expected
+    tokens_per_iter = 4 * 4 * 32
+    flops = sum(model.flops_per_token(n_loop=n) for n in expected) * tokens_per_iter
+    assert last['flops'] == read_log(runs['full'], 'eval')[-1]['flops'] == flops
+    with open(runs['full'] / 'log.jsonl') as f:
+        raw = [json.loads(line) for line in f if '"train"' in line]
+    assert all(r['mfu'] is None and r['tflops'] > 0 for r in raw)  # a CPU has no known peak: no MFU
 
 
 # 2. exact resume
@@ -150,6 +176,17 @@ def test_resume_is_exact(runs):
         assert torch.equal(w, resumed['model'][name]), name
     for a, b in zip(full['optimizer']['state'].values(), resumed['optimizer']['state'].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_backprop_through_every_loop_is_the_default(runs, data_dir, tmp_path):
+    """bptt_loops = n_loop truncates nothing: the same losses and weights, bit for bit."""
+    if runs['name'] != 'loop':
+        pytest.skip('one LoopGPT is enough')
+    train_ok(data_dir, tmp_path / 'k3', *runs['model'], f'--max_iters={2 * N}', '--bptt_loops=3',
+             '--loop_sampling=fixed')
+    assert read_log(tmp_path / 'k3') == read_log(runs['full'])
+    for name, w in model_state(runs['full']).items():
+        assert torch.equal(w, model_state(tmp_path / 'k3')[name]), name
 
 
 # 3. DDP: 2 processes of 2 micro-steps each == 1 process of 4
@@ -169,6 +206,39 @@ def test_ddp_matches_one_process(runs, data_dir, tmp_path):
         torch.testing.assert_close(w, model_state(runs['full'])[name], rtol=1e-3, atol=1e-4)
 
 
+# a dataset of examples with answers: the loss and the accuracy count the answers only
+
+def test_hops_loss_and_accuracy_are_on_the_answers(data_dir, tmp_path):
+    L, B, T = 14, 4, 28  # example length; two examples per window
+    train_ok(data_dir, tmp_path / 'out', '--dataset=hops', '--n_layer=1', f'--block_size={T}', f'--batch_size={B}',
+             '--max_iters=2', '--eval_interval=2', '--eval_iters=3')
+    model = model_from_checkpoint(load_checkpoint(str(tmp_path / 'out'), 'last')).eval()
+    val = np.fromfile(data_dir / 'hops' / 'val.bin', dtype=np.uint16).astype(np.int64)
+    # train.py's val batches, by hand: windows at example boundaries (rng as train.py's eval_rng)
+    answer_at = [5 + 3 * j + 1 for j in range(3)]  # query j: hop, start, answer at 5+3j..5+3j+2
+    hops_of = {p: 1 + j % 2 for j, p in enumerate(answer_at)}
+    losses, hits = [], {1: [], 2: []}
+    for k in range(3):
+        ix = np.random.default_rng([1337, 1, 1, k]).integers((len(val) - T - 1) // L + 1, size=B) * L
+        x = torch.from_numpy(np.stack([val[i:i + T] for i in ix]))
+        with torch.no_grad():
+            logits = model(x, torch.zeros_like(x))[0]
+        terms = []
+        for b, i in enumerate(ix):
+            for start in (0, L):  # the two examples of the window
+                for p in answer_at:
+                    t = start + p  # the target of position t is the answer, token t + 1
+                    assert val[i + t - 1] == 5 + hops_of[p] - 1  # the hop token, two before the answer
+                    terms.append(torch.nn.functional.cross_entropy(logits[b, t], torch.tensor(val[i + t + 1])))
+                    hits[hops_of[p]].append(logits[b, t].argmax().item() == val[i + t + 1])
+        losses.append(torch.stack(terms).mean().item())
+    (record,) = [r for r in read_log(tmp_path / 'out', 'eval') if r['iter'] == 2]
+    assert record['val_loss'] == pytest.approx(np.mean(losses), abs=1e-5)
+    assert record['val_acc_by'] == {'1 hop': pytest.approx(np.mean(hits[1])), '2 hops': pytest.approx(np.mean(hits[2]))}
+    assert record['val_acc'] == pytest.approx(np.mean(hits[1] + hits[2]))
+    assert 0 <= record['train_acc'] <= 1
+
+
 # 4. user mistakes: exit 1 and one line on stderr
 
 BAD_INPUTS = {
@@ -177,6 +247,12 @@ BAD_INPUTS = {
     'missing data': (['--dataset=openwebtext'], "run `python prepare.py openwebtext --data_dir"),
     'resume without checkpoint': (['--init_from=resume'], 'no checkpoint at'),
     'indivisible accumulation': (['--gradient_accumulation_steps=3'], 'not divisible by the 2 processes'),
+    'unknown loop sampling': (['--n_loop=2', '--loop_sampling=uniform'], "unknown loop_sampling 'uniform'"),
+    'sampling one loop': (['--loop_sampling=poisson'], 'set n_loop to 2 or more'),
+    'gpt with loop settings': (['--model_type=gpt', '--input_injection=True'],
+                               "model_type='gpt' does not loop: set model_type='loop' (or 'auto') to use "
+                               "input_injection"),
+    'hops block size': (['--dataset=hops', '--block_size=20'], 'block_size=20 is not a multiple'),
 }
 
 

@@ -11,6 +11,9 @@ global micro-step), and DDP process r of W does micro-steps r*A/W .. (r+1)*A/W -
 the A = gradient_accumulation_steps, so the global batch, the loss curve and a
 resumed run are the same whatever the number of processes.
 
+On a dataset of examples with answers (prepare.py hops), windows hold whole examples,
+the loss counts only the answers, and evaluations also report answer accuracy.
+
 Writes in out_dir: last.pt (at every eval, the end included), best.pt (when the val
 loss improves), log.jsonl (one JSON record per train log line and per eval;
 started afresh by a new run, appended to by a resumed one).
@@ -31,10 +34,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
                         device_defaults, device_type_of, load_checkpoint, model_from_checkpoint,
-                        save_checkpoint)
+                        peak_flops_of, save_checkpoint)
 from configurator import ConfigError, config_keys, configure
-from model import GPT, build_model
-from prepare import PrepareError, load_meta
+from model import GPT, Block, build_model
+from prepare import PrepareError, answer_groups, answer_hits, load_meta
 
 # -----------------------------------------------------------------------------
 # default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value.
@@ -66,6 +69,10 @@ n_loop = 1               # LoopGPT: times the n_layer shared blocks are applied
 n_prelude = 0            # LoopGPT: unshared blocks before the loop
 n_coda = 0               # LoopGPT: unshared blocks after the loop
 learn_gates = True       # LoopGPT: False freezes the gates at 1
+input_injection = False  # LoopGPT: feed the input x_0 into every iteration (model.py: LoopGPT.loop)
+# LoopGPT recurrent-depth training: off by default
+loop_sampling = 'fixed'  # 'fixed': n_loop iterations; 'poisson': drawn per iteration, mean n_loop (LoopGPT.draw_n_loop)
+bptt_loops = 0           # backprop through the last k iterations only; 0: through all
 # AdamW optimizer
 learning_rate = 6e-4
 max_iters = 600000
@@ -82,11 +89,13 @@ min_lr = 6e-5            # ~= learning_rate / 10, per Chinchilla
 device = default_device()          # 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = default_dtype(device)      # 'float32', 'bfloat16' or 'float16' (autocast; float16 adds a GradScaler)
 compile = device_type_of(device) == 'cuda'  # torch.compile: faster on GPUs, slow to start
+peak_flops = 0.0         # peak FLOP/s of one device, for MFU; 0: known CUDA GPUs in bf16/fp16, else no MFU
 seed = 1337
 # -----------------------------------------------------------------------------
 
 ARCHITECTURE = ('model_type', 'block_size', 'n_layer', 'n_head', 'n_embd', 'bias',
-                'n_loop', 'n_prelude', 'n_coda', 'learn_gates')
+                'n_loop', 'n_prelude', 'n_coda', 'learn_gates', 'input_injection')
+LOOP_SETTINGS = {'n_prelude': 0, 'n_coda': 0, 'input_injection': False, 'loop_sampling': 'fixed', 'bptt_loops': 0}
 
 
 def die(message):
@@ -113,7 +122,7 @@ def check_config(c, world_size):
     for key in positive:
         if c[key] < 1:
             return f"{key} must be at least 1, not {c[key]}."
-    for key in ('n_prelude', 'n_coda', 'max_iters', 'seed', 'warmup_iters'):
+    for key in ('n_prelude', 'n_coda', 'max_iters', 'seed', 'warmup_iters', 'bptt_loops', 'peak_flops'):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
     if c['n_embd'] % c['n_head']:
@@ -122,8 +131,14 @@ def check_config(c, world_size):
         return f"unknown dtype '{c['dtype']}': use one of {', '.join(DTYPES)}."
     if c['model_type'] not in ('auto', 'gpt', 'loop'):
         return f"unknown model_type '{c['model_type']}': use 'auto', 'gpt' or 'loop'."
-    if c['model_type'] == 'gpt' and (c['n_loop'], c['n_prelude'], c['n_coda']) != (1, 0, 0):
-        return "model_type='gpt' does not loop: set model_type='loop' (or 'auto') to use n_loop, n_prelude or n_coda."
+    if c['loop_sampling'] not in ('fixed', 'poisson'):
+        return f"unknown loop_sampling '{c['loop_sampling']}': use 'fixed' or 'poisson'."
+    if c['loop_sampling'] != 'fixed' and c['n_loop'] < 2:
+        return f"loop_sampling='{c['loop_sampling']}' draws loop counts with mean n_loop: set n_loop to 2 or more."
+    changed = [k for k, v in LOOP_SETTINGS.items() if c[k] != v]
+    if c['model_type'] == 'gpt' and (c['n_loop'] != 1 or changed):
+        return (f"model_type='gpt' does not loop: set model_type='loop' (or 'auto') to use "
+                f"{', '.join(['n_loop'] * (c['n_loop'] != 1) + changed)}.")
     if c['gradient_accumulation_steps'] % world_size:
         return (f"gradient_accumulation_steps={c['gradient_accumulation_steps']} is not divisible by the "
                 f"{world_size} processes: make it a multiple of the number of processes.")
@@ -140,7 +155,8 @@ problem = check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
 if problem:
     die(problem)
 if config['model_type'] == 'auto':
-    config['model_type'] = 'loop' if config['n_loop'] > 1 or config['n_prelude'] or config['n_coda'] else 'gpt'
+    loops = config['n_loop'] > 1 or any(config[k] != v for k, v in LOOP_SETTINGS.items())
+    config['model_type'] = 'loop' if loops else 'gpt'
 globals().update(config)
 
 # --- DDP: one process per GPU (or CPU slot), launched by torchrun ---
@@ -183,16 +199,29 @@ for split in ('train', 'val'):
             f"lower block_size or prepare more data.")
 # GPT-2's 50257 tokens padded up to a multiple of 64 (50304): faster matmuls, the extra rows never used
 vocab_size = meta['vocab_size'] if meta['tokenizer'] != 'gpt2' else -(-meta['vocab_size'] // 64) * 64
+# a dataset of examples with answers (hops): the answer group of each target position, -1 = no loss
+try:
+    groups, group_names = answer_groups(meta, block_size)  # (block_size,) int64, names; or None, None
+except PrepareError as e:
+    die(e)
+example_len = meta['answers']['example_len'] if groups is not None else 1
 
 
 def get_batch(split, rng):
     """batch_size windows of split at offsets drawn from the numpy Generator rng:
-    inputs x and targets y, the same tokens shifted by one, both (batch_size, block_size) int64."""
+    inputs x and targets y, the same tokens shifted by one, both (batch_size, block_size) int64.
+    On a dataset with answers the windows start on example boundaries and y is -1 (no loss)
+    wherever its token is not an answer."""
     # a new memmap every batch: keeping one open leaks memory (nanoGPT)
     data = np.memmap(os.path.join(data_path, f'{split}.bin'), dtype=data_dtype, mode='r')
-    ix = rng.integers(len(data) - block_size, size=batch_size)
+    if groups is None:
+        ix = rng.integers(len(data) - block_size, size=batch_size)
+    else:
+        ix = rng.integers((len(data) - block_size - 1) // example_len + 1, size=batch_size) * example_len
     x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
     y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    if groups is not None:
+        y[:, groups < 0] = -1
     if device_type == 'cuda':  # pinned memory lets the copy run asynchronously
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -204,6 +233,12 @@ def train_rng(it, micro_step):
     return np.random.default_rng([seed, 0, it, micro_step])
 
 
+def loop_rng(it):
+    """The generator of iteration it's loop count (loop_sampling): the same in every process
+    and in a resumed run."""
+    return np.random.default_rng([seed, 2, it])
+
+
 def eval_rng(split, k):
     """The generator of eval batch k of split: the same batches at every eval."""
     return np.random.default_rng([seed, 1, ('train', 'val').index(split), k])
@@ -212,8 +247,10 @@ def eval_rng(split, k):
 # --- model ---
 model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, dropout=dropout, bias=bias, n_loop=n_loop, n_prelude=n_prelude,
-                  n_coda=n_coda, learn_gates=learn_gates)
-iter_num, best_val_loss, tokens_seen, time_before = 0, float('inf'), 0, 0.0
+                  n_coda=n_coda, learn_gates=learn_gates, input_injection=input_injection,
+                  loop_sampling=loop_sampling, bptt_loops=bptt_loops)
+TRAINING_ARGS = ('dropout', 'loop_sampling', 'bptt_loops')  # model_args a resumed run may change
+iter_num, best_val_loss, tokens_seen, flops_seen, time_before = 0, float('inf'), 0, 0, 0.0
 ckpt = None
 if init_from == 'scratch':
     raw_model = build_model(model_type, model_args)
@@ -236,14 +273,16 @@ elif init_from == 'resume':
         die(f"{path} was trained with {', '.join(f'{k}={old.get(k)!r}' for k in diff)} but the config gives "
             f"{', '.join(f'{k}={config[k]!r}' for k in diff)}: resume with the config it was trained with "
             f"(saved in the checkpoint) or use a new out_dir.")
-    model_args = {**ckpt['model_args'], 'dropout': dropout}
+    model_args = {**ckpt['model_args'], **{k: model_args[k] for k in TRAINING_ARGS}}
     ckpt['model_args'] = model_args
     raw_model = model_from_checkpoint(ckpt)
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     tokens_seen, time_before = ckpt.get('tokens', iter_num * tokens_per_iter), ckpt.get('time_s', 0.0)
+    flops_seen = ckpt.get('flops', raw_model.flops_per_token() * tokens_seen)
 else:  # GPT-2 weights from Hugging Face (a hub name or a local save_pretrained directory)
     if model_type != 'gpt':
-        die(f"init_from={init_from!r} loads a plain GPT-2: set n_loop=1, n_prelude=0, n_coda=0.")
+        die(f"init_from={init_from!r} loads a plain GPT-2: leave n_loop=1 and the other loop settings at their "
+            f"defaults.")
     if meta['tokenizer'] != 'gpt2':
         die(f"init_from={init_from!r} needs GPT-2 tokens but {data_path} holds {meta['tokenizer']} tokens: "
             f"prepare the dataset with the gpt2 tokenizer.")
@@ -280,23 +319,42 @@ model = raw_model
 if compile:
     if master_process:
         print("compiling the model... (takes a minute)")
-    model = torch.compile(raw_model)
-train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else model
+    if loop_sampling == 'fixed':
+        model = torch.compile(raw_model)
+    else:  # each drawn loop count would be a new graph of the whole model: compile the blocks instead
+        for module in raw_model.modules():
+            if isinstance(module, Block):
+                module.compile()
+# with bptt_loops, parameters used only before the last k iterations (wpe, a_0, the prelude)
+# get no gradient in some steps: DDP must look for them
+train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None,
+                  find_unused_parameters=bptt_loops > 0) if ddp else model
+peak_flops = peak_flops or peak_flops_of(device, dtype)  # 0: unknown (CPU, MPS, fp32, an unlisted GPU)
 
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss over eval_iters fixed batches of each split."""
+    """Mean loss over eval_iters fixed batches of each split. On a dataset with answers,
+    also the answer accuracy (the most likely token is the answer): '{split}_acc' overall
+    and 'val_acc_by' per answer group."""
     out = {}
     model.eval()
     for split in ('train', 'val'):
         losses = torch.zeros(eval_iters)
+        hits = answers = 0  # correct and total answers per group
         for k in range(eval_iters):
             x, y = get_batch(split, eval_rng(split, k))
             with ctx:
-                _, loss = model(x, y)
+                logits, loss = model(x, y)
             losses[k] = loss.item()
+            if groups is not None:
+                h, n = answer_hits(logits.argmax(dim=-1).cpu().numpy(), y.cpu().numpy(), groups)
+                hits, answers = hits + h, answers + n
         out[split] = losses.mean().item()
+        if groups is not None:
+            out[f'{split}_acc'] = float(hits.sum() / answers.sum())
+            if split == 'val':
+                out['val_acc_by'] = dict(zip(group_names, (hits / answers).tolist()))
     model.train()
     return out
 
@@ -339,6 +397,7 @@ def save(name):
         'rng': {'torch': torch.get_rng_state(),
                 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None},
         'tokens': tokens_seen,
+        'flops': flops_seen,
         'time_s': time_s,
     }
     try:
@@ -379,8 +438,15 @@ if master_process:
     if wandb_log:
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
+def duration(seconds):
+    """3725 -> '1h02m', 125 -> '2m05s', 7 -> '7s'."""
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 # --- training loop ---
 resumed_at = iter_num if init_from == 'resume' else None  # that eval is in the checkpoint already
+start_iter = iter_num
 saved_at = resumed_at  # iteration of the last checkpoint written
 t_start = time.time()
 time_s = time_before
@@ -392,16 +458,18 @@ while True:
     due = (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at
     if master_process and (due or eval_only):
         losses = estimate_loss()
-        print(f"eval at iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        acc = f", val acc {losses['val_acc']:.3f} (" + ', '.join(
+            f'{name} {a:.3f}' for name, a in losses['val_acc_by'].items()) + ')' if groups is not None else ''
+        print(f"eval at iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{acc}")
         if eval_only:
             break
-        if not all(map(math.isfinite, losses.values())):
+        if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
             die(f"the eval loss is {losses['train']} (train), {losses['val']} (val) at iter {iter_num}: "
                 f"training stopped without saving, "
                 f"{out_dir}/last.pt (iter {saved_at}) is the last good checkpoint; lower learning_rate.")
-        log({'kind': 'eval', 'iter': iter_num, 'tokens': tokens_seen,
-             'flops': raw_model.flops_per_token() * tokens_seen, 'time_s': time_s,
-             'train_loss': losses['train'], 'val_loss': losses['val']})
+        log({'kind': 'eval', 'iter': iter_num, 'tokens': tokens_seen, 'flops': flops_seen, 'time_s': time_s,
+             'train_loss': losses['train'], 'val_loss': losses['val'],
+             **({k: losses[k] for k in ('train_acc', 'val_acc', 'val_acc_by')} if groups is not None else {})})
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
         save('last.pt')
@@ -411,9 +479,11 @@ while True:
     if eval_only or iter_num >= max_iters:
         break
 
-    # one optimizer step on the global batch of gradient_accumulation_steps micro-batches
+    # one optimizer step on the global batch of gradient_accumulation_steps micro-batches,
+    # with the iteration's loop count: n_loop, or drawn from (seed, iteration) by every process alike
     t0 = time.time()
     lr = get_lr(iter_num)
+    loops = raw_model.draw_n_loop(loop_rng(iter_num)) if loop_sampling != 'fixed' else n_loop
     for group in optimizer.param_groups:
         group['lr'] = lr
     loss_sum = torch.zeros((), device=device)
@@ -425,7 +495,7 @@ while True:
         sync = nullcontext() if not ddp or k == micro_steps - 1 else train_model.no_sync()
         with sync:
             with ctx:
-                _, loss = train_model(x, y)
+                _, loss = train_model(x, y, n_loop=loops if loop_sampling != 'fixed' else None)
             loss_sum += loss.detach()
             scaler.scale(loss / micro_steps).backward()  # the mean over micro-steps, as in one big batch
     if ddp:
@@ -446,16 +516,27 @@ while True:
     it = iter_num
     iter_num += 1
     tokens_seen += tokens_per_iter
+    flops_per_token = raw_model.flops_per_token(n_loop=loops)  # the iterations actually run
+    flops_seen += flops_per_token * tokens_per_iter
 
     if master_process and it % log_interval == 0:
-        mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt)  # this process's share: per GPU
+        # achieved model FLOP/s of one process (one GPU), and MFU where the device's peak is known
+        flops_per_s = flops_per_token * tokens_per_iter / world_size / dt
+        mfu = flops_per_s / peak_flops if peak_flops else None
         record = {'kind': 'train', 'iter': it, 'loss': loss, 'lr': lr, 'dt_ms': dt * 1000,
-                  'tokens': tokens_seen, 'tok_s': tokens_per_iter / dt, 'mfu': mfu}
+                  'tokens': tokens_seen, 'tok_s': tokens_per_iter / dt, 'tflops': flops_per_s / 1e12, 'mfu': mfu}
+        if device_type == 'cuda':
+            record['peak_mem_gb'] = torch.cuda.max_memory_allocated(device) / 1e9
         if hasattr(raw_model, 'gate_means'):
+            record['n_loop'] = loops
             record['gates'] = raw_model.gate_means()
+        speed = f"mfu {mfu * 100:.1f}%" if mfu is not None else f"{flops_per_s / 1e12:.3g} TFLOP/s"
+        loop = f", n_loop {loops}" if loop_sampling != 'fixed' else ''
         gates = ' gates ' + ' '.join(f'{g:.2f}' for g in record['gates']) if 'gates' in record else ''
-        print(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms, "
-              f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%{gates}")
+        # time left: this run's pace so far (evaluations included) over the iterations still to do
+        eta = (time.time() - t_start) / (iter_num - start_iter) * (max_iters - iter_num)
+        print(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms, {tokens_per_iter / dt:,.0f} tok/s, "
+              f"{speed}{loop}, eta {duration(eta)}{gates}")
         log(record)
 
 if ddp:
