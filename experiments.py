@@ -1,5 +1,6 @@
 """
-The paper's comparison at small scale, on your own machine, in one command.
+The paper's comparison at small scale, and three studies of when looping pays, on your
+own machine, one command each.
 
 A loop model k⊗L (k transformer blocks applied L times, with learned gates) is
 trained next to its two twins:
@@ -13,21 +14,32 @@ blocks, k blocks looped L times, C unshared coda blocks). Every run gets the sam
 token budget, the same seeds and the same data order (train.py's batches depend only
 on the seed and the iteration), so differences come from the architecture; with
 n_seeds > 1 the seed spread shows which gaps are real. Each trained LoopGPT then gets
-a test-time loop sweep: its val loss when run with n_loop = 1 .. 2L, the loss of
-reading out (coda, ln_f, lm_head) after each iteration, and its mean gates |a_n|.
+a test-time loop sweep: its val loss when run with n_loop = 1 .. sweep_to * L, the
+loss of reading out (coda, ln_f, lm_head) after each iteration, and its mean gates |a_n|.
 
     python prepare.py stdlib
-    python experiments.py                 # the default grid: ~20-25 min on a 2-core CPU
+    python experiments.py                 # the paper's grid on stdlib: ~20-25 min on a 2-core CPU
     python experiments.py --quick         # a smaller grid: a few minutes
-    python experiments.py --pairs=2x3 --n_seeds=3 --train_args="--device=cuda --dtype=bfloat16"
+
+    python prepare.py hops
+    python experiments.py --dataset=hops  # a task that needs depth: 1⊗1 1⊗2 1⊗4 2⊗1 4⊗1, accuracy per hop count
+    python experiments.py --budgets=1,4,16      # token budgets: 1⊗1 1⊗2 2⊗1 at 1x, 4x and 16x the tokens
+    python experiments.py --recurrent=2x2       # recurrent depth: 2⊗2 with loop counts drawn in training
+                                                # (with and without input injection) next to the fixed 2⊗2,
+                                                # swept to 4x the trained loops; add --dataset=hops for the task
+    python experiments.py --pairs=2x3 --n_seeds=3 --jobs=2 --train_args="--device=cuda --dtype=bfloat16"
+
+--dataset=hops, --budgets and --recurrent each bring their own defaults (the grid, the
+model size and budget for hops, the out_dir), which --key=value still overrides;
+--quick makes a smaller version of any of them. --jobs=2 trains two runs at once.
 
 Each run is a separate `python train.py --key=value ...` into runs_dir/NAME-sSEED/
 (train.py's output: log.jsonl, last.pt; and train.out, its console output). A run
 that already finished with the same settings is reused, so re-running the command
 after an interruption, or to redraw the plots, only trains what is missing.
 Written to out_dir and printed: results.md (tables); also results.json (every number)
-and, if matplotlib is installed, val_loss_vs_tokens.png, val_loss_vs_flops.png and
-loop_sweep.png.
+and, if matplotlib is installed, val_loss_vs_tokens.png, val_loss_vs_flops.png,
+loop_sweep.png, and for the studies budget.png or accuracy_by_hops.png.
 """
 
 import json
@@ -39,25 +51,32 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from checkpoint import CheckpointError, default_device, load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, config_keys, configure
+from prepare import PrepareError, answer_groups, answer_hits, load_meta
 
 # -----------------------------------------------------------------------------
 # settings: python experiments.py [--quick] [--key=value ...]
-out_dir = 'experiments-out'    # results.md, results.json and the plots
+out_dir = ''                   # results.md, results.json and the plots; '' = experiments-out[-hops][-budget][-depth][-quick]
 runs_dir = ''                  # one train.py out_dir per run; '' = out_dir/runs
 rerun = False                  # True: train again runs that already finished with these settings
-dataset = 'stdlib'             # any dataset prepare.py made in data_dir
+dataset = 'stdlib'             # any dataset prepare.py made in data_dir ('hops' brings its own defaults)
 data_dir = 'data'
 # the grid
 pairs = '1x2,2x2'              # (k, L) pairs 'kxL': each trains k⊗L and its twins k⊗1 and kL⊗1
 ablate_gates = '2x2'           # 'kxL': train k⊗L again with its gates frozen at 1 ('' = skip)
 prelude_coda = '1+1x2+1'       # 'P+kxL+C': P unshared blocks, k looped L times, C unshared ('' = skip)
+budgets = ''                   # token-budget sweep, e.g. '1,4,16': every run at 1x, 4x, 16x max_iters ('' = once)
+recurrent = ''                 # 'kxL': k⊗L trained with loop_sampling='poisson', without and with
+                               # input_injection, next to the fixed k⊗L ('' = skip)
+bptt_loops = 0                 # train.py's bptt_loops for the recurrent runs (0: backprop through all)
+sweep_to = 2                   # test-time loop sweep: n_loop = 1 .. sweep_to x the trained count
 n_seeds = 2                    # seeds seed, seed+1, ...: every run is trained once per seed
 seed = 1337
 # every run: the same width and the same token budget (max_iters * batch_size * block_size)
@@ -75,14 +94,41 @@ eval_iters = 4                 # batches per split in train.py's evaluations (se
 eval_tokens = 50_000           # final train and val loss, and the loop sweep: every run and seed is
                                # evaluated on the same windows, spread evenly over each split
 train_args = ''                # more --key=value for every train.py run, e.g. '--device=cuda'
+jobs = 1                       # train.py runs at once; on an idle machine, one per core with threads=1
 threads = 1                    # CPU threads per run (OMP_NUM_THREADS), 0 = torch's default (all cores).
                                # On an idle 2-core machine 2 threads train ~1.7x faster, but on a busy one
                                # two thread pools fighting over the cores run 2-10x slower than 1 thread
+quick = False                  # a smaller version of the chosen experiment, in a few minutes (or --quick)
 # -----------------------------------------------------------------------------
 
-# --quick: a smaller grid that still has every kind of run, in a few minutes on 2 CPU cores
-QUICK = dict(out_dir='experiments-out-quick', pairs='1x2', ablate_gates='1x2', prelude_coda='1+1x2+1',
-             n_seeds=1, max_iters=300, eval_interval=50)
+# the hops task (prepare.py hops): a ~15k-parameter model learns it in a few thousand steps
+HOPS = dict(pairs='1x2,1x4', ablate_gates='', prelude_coda='', n_embd=32, n_head=4, block_size=32,
+            batch_size=64, max_iters=3000, learning_rate=3e-3, min_lr=3e-4, warmup_iters=100,
+            eval_interval=250, eval_iters=8, eval_tokens=131_072)
+
+
+def presets(c):
+    """The defaults that follow the chosen experiment (configure's `derived`: a config file
+    or --key=value still wins): the hops task's model and budget, the grid of a budget or
+    recurrent-depth study, the out_dir, and --quick's cuts."""
+    d = dict(HOPS) if c['dataset'] == 'hops' else {}
+    if c['budgets']:  # the smallest loop and its two twins
+        d.update(pairs='1x2', ablate_gates='', prelude_coda='')
+    if c['recurrent']:
+        d.update(pairs='', ablate_gates='', prelude_coda='', sweep_to=4)
+    if c['quick']:
+        d.update(n_seeds=1)
+        if c['dataset'] == 'hops':
+            d.update(max_iters=1500)
+        else:
+            d.update(max_iters=300, eval_interval=50)
+        if not (c['budgets'] or c['recurrent'] or c['dataset'] == 'hops'):
+            d.update(pairs='1x2', ablate_gates='1x2')
+    study = [name for name, on in (('hops', c['dataset'] == 'hops'), ('budget', c['budgets']),
+                                   ('depth', c['recurrent']), ('quick', c['quick'])) if on]
+    d['out_dir'] = '-'.join(['experiments-out'] + study)
+    return d
+
 
 TRAIN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 
@@ -105,6 +151,10 @@ class Run:
     n_prelude: int = 0
     n_coda: int = 0
     learn_gates: bool = True
+    loop_sampling: str = 'fixed'    # recurrent-depth training (train.py)
+    input_injection: bool = False
+    bptt_loops: int = 0
+    budget: int = 1           # trained for budget x max_iters iterations
 
     @property
     def model_type(self):
@@ -131,6 +181,17 @@ def loop(k, L, learn_gates=True):
     return Run(f'loop{k}x{L}-frozen', f'{k}⊗{L} gates=1', k, L, learn_gates=False)
 
 
+def sampled(k, L, input_injection, bptt_loops):
+    """k⊗L trained with loop counts drawn per iteration (mean L), optionally with x_0 injected."""
+    name = f'loop{k}x{L}-poisson' + '-inject' * input_injection + (f'-bptt{bptt_loops}' if bptt_loops else '')
+    label = f'{k}⊗{L} poisson' + ' +x0' * input_injection + (f' bptt {bptt_loops}' if bptt_loops else '')
+    return Run(name, label, k, L, loop_sampling='poisson', input_injection=input_injection, bptt_loops=bptt_loops)
+
+
+def with_budget(run, b):
+    return replace(run, name=f'{run.name}-x{b}', label=f'{run.label} ×{b}', budget=b)
+
+
 def parse_pair(text, key):
     m = re.fullmatch(r'\s*(\d+)\s*[xX×]\s*(\d+)\s*', text)
     if not m or int(m[1]) < 1 or int(m[2]) < 2:
@@ -146,11 +207,19 @@ def parse_prelude_coda(text):
     return tuple(int(g) for g in m.groups())
 
 
+def parse_budgets(text):
+    parts = [p.strip() for p in text.split(',')]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"budgets='{text}' is not a list of different whole multiples of max_iters: "
+                          f"write it like '1,4,16' (or '' for one budget).")
+    return [int(p) for p in parts]
+
+
 def make_grid(cfg):
     """The runs (in table order, without duplicates) and the comparisons to report,
     as (run a, run b, what they share): the table shows val loss of a minus b."""
     runs, comparisons = [], []
-    for text in cfg['pairs'].split(','):
+    for text in filter(None, cfg['pairs'].split(',')):
         k, L = parse_pair(text, 'pairs')
         runs += [gpt(k), loop(k, L), gpt(k * L)]
         comparisons += [(loop(k, L), gpt(k), 'parameters'),
@@ -166,9 +235,22 @@ def make_grid(cfg):
         # compare with every learned-gate run of the same depth: looping a subset vs all or none
         comparisons += [(pc, r, 'depth (FLOPs/token)') for r in dict.fromkeys(runs)
                         if r != pc and r.depth == pc.depth and r.learn_gates]
+    if cfg['recurrent']:
+        k, L = parse_pair(cfg['recurrent'], 'recurrent')
+        variants = [sampled(k, L, inject, cfg['bptt_loops']) for inject in (False, True)]
+        runs += [loop(k, L)] + variants
+        comparisons += [(v, loop(k, L), 'parameters, mean loop count') for v in variants]
     runs = list(dict.fromkeys(runs))
+    if not runs:
+        raise ConfigError("nothing to train: give pairs, ablate_gates, prelude_coda or recurrent.")
+    if cfg['budgets']:  # every run and comparison once per budget
+        budgets = parse_budgets(cfg['budgets'])
+        runs = [with_budget(r, b) for b in budgets for r in runs]
+        comparisons = [(with_budget(a, b), with_budget(c, b), same) for b in budgets for a, c, same in comparisons]
     if cfg['n_seeds'] < 1:
         raise ConfigError(f"n_seeds={cfg['n_seeds']}: train each run at least once (n_seeds >= 1).")
+    if cfg['jobs'] < 1 or cfg['sweep_to'] < 1:
+        raise ConfigError(f"jobs={cfg['jobs']}, sweep_to={cfg['sweep_to']}: both must be at least 1.")
     return runs, comparisons
 
 
@@ -177,16 +259,19 @@ def make_grid(cfg):
 
 
 def train_command(cfg, run, seed, run_dir):
+    iters, every = cfg['max_iters'] * run.budget, cfg['eval_interval'] * run.budget
     args = dict(
         out_dir=run_dir, init_from='scratch', dataset=cfg['dataset'], data_dir=cfg['data_dir'],
         model_type=run.model_type, n_layer=run.n_layer, n_loop=run.n_loop, n_prelude=run.n_prelude,
         n_coda=run.n_coda, learn_gates=run.learn_gates, n_head=cfg['n_head'], n_embd=cfg['n_embd'],
         block_size=cfg['block_size'], dropout=0.0, batch_size=cfg['batch_size'], gradient_accumulation_steps=1,
-        max_iters=cfg['max_iters'], lr_decay_iters=cfg['max_iters'], learning_rate=cfg['learning_rate'],
+        max_iters=iters, lr_decay_iters=iters, learning_rate=cfg['learning_rate'],
         min_lr=cfg['min_lr'], warmup_iters=cfg['warmup_iters'], weight_decay=cfg['weight_decay'],
-        eval_interval=cfg['eval_interval'], eval_iters=cfg['eval_iters'], log_interval=cfg['eval_interval'],
+        eval_interval=every, eval_iters=cfg['eval_iters'], log_interval=every,
         seed=seed, compile=False, wandb_log=False,  # compiling would cost more than these short runs
     )
+    if run.loop_sampling != 'fixed':
+        args.update(loop_sampling=run.loop_sampling, input_injection=run.input_injection, bptt_loops=run.bptt_loops)
     return [f'--{k}={v}' for k, v in args.items()] + shlex.split(cfg['train_args'])
 
 
@@ -227,39 +312,107 @@ def read_evals(run_dir):
     return evals
 
 
-def summarize(run_dir, seed, model, batches):
+def train_all(cfg, todo, run_dir):
+    """Train every (run, seed) of todo, cfg['jobs'] at a time; print each as it finishes.
+    Returns {(run name, seed): (wall time in seconds, whether it was reused)}."""
+    done = {}
+    with ThreadPoolExecutor(cfg['jobs']) as pool:
+        jobs = {pool.submit(train, cfg, run, s, run_dir(run, s)): (run, s) for run, s in todo}
+        try:
+            for i, job in enumerate(as_completed(jobs), 1):
+                run, s = jobs[job]
+                wall, reused = done[run.name, s] = job.result()
+                took = 'reused (--rerun=True trains it again)' if reused else f'trained in {wall:.0f} s'
+                print(f"[{i}/{len(todo)}] {run.label:<20} seed {s}: {took}", flush=True)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the runs not yet started; those running finish
+            raise
+    return done
+
+
+def read_evals(run_dir):
+    """The "eval" rows of train.py's log.jsonl, in order."""
+    with open(os.path.join(run_dir, 'log.jsonl')) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    evals = [r for r in rows if r.get('kind') == 'eval']
+    if not evals:
+        raise RunError(f"{run_dir}/log.jsonl has no eval rows: set eval_interval <= max_iters.")
+    return evals
+
+
+def summarize(run_dir, seed, model, data):
     """The numbers the table and the curves need, from one finished run. The final losses
     are last.pt's on the fixed batches, the same for every run and seed, so the spread over
     seeds is the spread of training; train.py's own evaluations (the curves) draw their
-    batches from the seed and sample only a little of each split."""
+    batches from the seed and sample only a little of each split. On a dataset with
+    answers: the val answer accuracy, overall and per answer group, too."""
     evals = read_evals(run_dir)
     last = evals[-1]
-    return dict(seed=seed, params=model.get_num_params(), flops_per_token=model.flops_per_token(),
-                tokens=last['tokens'], flops=last['flops'], time_s=last['time_s'],
-                train_loss=evaluate(model, batches['train']), val_loss=evaluate(model, batches['val']),
-                curve={k: [r[k] for r in evals] for k in ('iter', 'tokens', 'flops', 'val_loss')})
+    val_loss, accuracy, accuracy_by = evaluate(model, data['val'], data['groups'])
+    res = dict(seed=seed, params=model.get_num_params(), flops_per_token=model.flops_per_token(),
+               tokens=last['tokens'], flops=last['flops'], time_s=last['time_s'],
+               train_loss=evaluate(model, data['train'])[0], val_loss=val_loss,
+               curve={k: [r[k] for r in evals] for k in ('iter', 'tokens', 'flops', 'val_loss')})
+    if accuracy is not None:
+        res.update(accuracy=accuracy, accuracy_by=dict(zip(data['names'], accuracy_by)))
+    return res
 
 
 def fixed_batches(data_dir, dataset, split, n_tokens, batch_size, block_size):
     """(x, y) batches of (batch_size, block_size) token ids, y = x shifted by one: windows
     spread evenly over the split, about n_tokens in all (or the whole split if smaller).
-    No randomness: every run and seed is evaluated on the same tokens."""
+    No randomness: every run and seed is evaluated on the same tokens. On a dataset with
+    answers (hops), windows start on example boundaries and y is -1 off the answers, as in
+    train.py."""
     path = os.path.join(data_dir, dataset)
-    with open(os.path.join(path, 'meta.json')) as f:
-        meta = json.load(f)
+    meta = load_meta(path)
+    groups, _ = answer_groups(meta, block_size)
     data = np.memmap(os.path.join(path, f'{split}.bin'), dtype=meta['dtype'], mode='r')
     n_windows = max(min(n_tokens, len(data) - 1) // block_size // batch_size, 1) * batch_size
-    starts = np.linspace(0, len(data) - block_size - 1, n_windows).astype(np.int64)
+    if groups is None:
+        starts = np.linspace(0, len(data) - block_size - 1, n_windows).astype(np.int64)
+    else:
+        length = meta['answers']['example_len']
+        n_examples = (len(data) - block_size - 1) // length + 1  # those a window can start at
+        starts = np.linspace(0, n_examples - 1, min(n_windows, n_examples // batch_size * batch_size))
+        starts = starts.astype(np.int64) * length
     windows = np.stack([data[i:i + block_size + 1] for i in starts]).astype(np.int64)
     windows = torch.from_numpy(windows).view(-1, batch_size, block_size + 1)
-    return [(w[:, :-1].contiguous(), w[:, 1:].contiguous()) for w in windows]
+    batches = [(w[:, :-1].contiguous(), w[:, 1:].contiguous()) for w in windows]
+    if groups is not None:
+        for _, y in batches:
+            y[:, groups < 0] = -1
+    return batches
+
+
+def load_data(cfg):
+    """The fixed evaluation batches of both splits, and the dataset's answer groups (or None)."""
+    try:  # a missing dataset, or a block_size that does not fit its examples
+        groups, names = answer_groups(load_meta(os.path.join(cfg['data_dir'], cfg['dataset'])), cfg['block_size'])
+    except PrepareError as e:
+        raise ConfigError(str(e)) from None
+    batches = {split: fixed_batches(cfg['data_dir'], cfg['dataset'], split, cfg['eval_tokens'],
+                                    cfg['batch_size'], cfg['block_size']) for split in ('train', 'val')}
+    return dict(batches, groups=groups, names=names)
 
 
 @torch.no_grad()
-def evaluate(model, batches):
-    """Mean loss over the batches (all the same size: the mean over their tokens)."""
+def evaluate(model, batches, groups=None):
+    """(mean loss, accuracy, accuracy per group) over the batches (all the same size: the
+    loss is the mean over their tokens). The accuracies are those of a dataset with answers,
+    given its answer groups, and None otherwise."""
     model.eval()
-    return sum(model(x, y)[1].item() for x, y in batches) / len(batches)
+    losses, hits, answers = [], 0, 0
+    for x, y in batches:
+        logits, loss = model(x, y)
+        losses.append(loss.item())
+        if groups is not None:
+            h, n = answer_hits(logits.argmax(dim=-1).numpy(), y.numpy(), groups)
+            hits, answers = hits + h, answers + n
+    loss = sum(losses) / len(losses)
+    if groups is None:
+        return loss, None, None
+    return loss, float(hits.sum() / answers.sum()), (hits / answers).tolist()
 
 
 # -----------------------------------------------------------------------------
@@ -267,24 +420,29 @@ def evaluate(model, batches):
 
 
 @torch.no_grad()
-def loop_sweep(model, batches):
+def loop_sweep(model, batches, groups=None, sweep_to=2):
     """For a trained LoopGPT with N = model.n_loop iterations: val loss when run with
-    n_loop = 1 .. 2N, read-out loss after iterations 0 .. N, and the mean gates |a_n|.
+    n_loop = 1 .. sweep_to * N, read-out loss after iterations 0 .. N, and the mean gates
+    |a_n|; with answer groups also the accuracy (overall and per group) at each n.
     Reading out after iteration n <= N is the same computation as running n iterations,
     so the two agree there; the sweep goes on past N, where the last gate is reused."""
     model.eval()
     trained = model.n_loop
-    n_loops = list(range(1, 2 * trained + 1))
-    losses = []
+    n_loops = list(range(1, sweep_to * trained + 1))
+    scores = []
     try:
         for n in n_loops:
             model.n_loop = n
-            losses.append(evaluate(model, batches))
+            scores.append(evaluate(model, batches, groups))
     finally:
         model.n_loop = trained
     per_batch = [model.readout_losses(x, y) for x, y in batches]  # (batches, N + 1)
     readout = np.mean(per_batch, axis=0).tolist()
-    return dict(trained=trained, n_loop=n_loops, val_loss=losses, readout=readout, gates=model.gate_means())
+    sweep = dict(trained=trained, n_loop=n_loops, val_loss=[s[0] for s in scores], readout=readout,
+                 gates=model.gate_means())
+    if groups is not None:
+        sweep.update(accuracy=[s[1] for s in scores], accuracy_by=[s[2] for s in scores])
+    return sweep
 
 
 # -----------------------------------------------------------------------------
@@ -296,34 +454,33 @@ def run_grid(cfg):
     runs, comparisons = make_grid(cfg)
     if cfg['threads'] > 0:
         torch.set_num_threads(cfg['threads'])  # for the sweeps in this process
-    data_path = os.path.join(cfg['data_dir'], cfg['dataset'])
-    if not all(os.path.exists(os.path.join(data_path, f)) for f in ('train.bin', 'val.bin', 'meta.json')):
-        raise ConfigError(f"no prepared dataset in {data_path}: run python prepare.py {cfg['dataset']} first "
-                          f"(or point --data_dir/--dataset at one).")
+    data = load_data(cfg)
     runs_path = cfg['runs_dir'] or os.path.join(cfg['out_dir'], 'runs')
     seeds = [cfg['seed'] + i for i in range(cfg['n_seeds'])]
     tokens = cfg['max_iters'] * cfg['batch_size'] * cfg['block_size']
-    print(f"{len(runs)} runs x {len(seeds)} seeds, {tokens:,} tokens each, into {runs_path}")
+    print(f"{len(runs)} runs x {len(seeds)} seeds, {tokens:,} tokens each"
+          f"{' (x the budget)' if cfg['budgets'] else ''}, {cfg['jobs']} at a time, into {runs_path}", flush=True)
     t0, load0 = time.time(), _loadavg()
-    batches = {split: fixed_batches(cfg['data_dir'], cfg['dataset'], split, cfg['eval_tokens'],
-                                    cfg['batch_size'], cfg['block_size']) for split in ('train', 'val')}
-    results, sweeps, todo = {}, {}, [(r, s) for r in runs for s in seeds]
-    walls, reused = [], 0
-    for i, (run, s) in enumerate(todo, 1):
-        run_dir = os.path.join(runs_path, f'{run.name}-s{s}')
-        wall, was_reused = train(cfg, run, s, run_dir)
-        walls.append(wall)
-        reused += was_reused
-        model = model_from_checkpoint(load_checkpoint(run_dir, 'last'))
-        res = summarize(run_dir, s, model, batches)
+
+    def run_dir(run, s):
+        return os.path.join(runs_path, f'{run.name}-s{s}')
+
+    todo = [(r, s) for r in runs for s in seeds]
+    trained = train_all(cfg, todo, run_dir)
+    results, sweeps = {}, {}
+    for run, s in todo:  # evaluate in table order
+        model = model_from_checkpoint(load_checkpoint(run_dir(run, s), 'last'))
+        res = summarize(run_dir(run, s), s, model, data)
         results.setdefault(run.name, []).append(res)
         if run.model_type == 'loop':
-            sweeps.setdefault(run.name, []).append(loop_sweep(model, batches['val']))
-        took = 'reused (--rerun=True trains it again)' if was_reused else f'{wall:.0f} s'
-        print(f"[{i}/{len(todo)}] {run.label:<14} seed {s}: val loss {res['val_loss']:.4f}  {took}")
+            sweeps.setdefault(run.name, []).append(loop_sweep(model, data['val'], data['groups'], cfg['sweep_to']))
+        acc = f", accuracy {res['accuracy']:.3f}" if 'accuracy' in res else ''
+        print(f"{run.label:<20} seed {s}: val loss {res['val_loss']:.4f}{acc}")
+    walls = [wall for wall, _ in trained.values()]
+    reused = sum(r for _, r in trained.values())
     info = dict(command=' '.join(['python experiments.py'] + [shlex.quote(a) for a in sys.argv[1:]]),
-                machine=_machine(), wall_s=time.time() - t0, load_start=load0, load_end=_loadavg(),
-                seeds=seeds, tokens=tokens, eval_tokens=len(batches['val']) * cfg['batch_size'] * cfg['block_size'],
+                machine=_machine(cfg), wall_s=time.time() - t0, load_start=load0, load_end=_loadavg(),
+                seeds=seeds, tokens=tokens, eval_tokens=len(data['val']) * cfg['batch_size'] * cfg['block_size'],
                 runs_wall_s=sum(walls), reused=reused, n_trained=len(todo))
     os.makedirs(cfg['out_dir'], exist_ok=True)
     with open(os.path.join(cfg['out_dir'], 'results.json'), 'w') as f:
@@ -340,11 +497,11 @@ def _loadavg():
     return round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None
 
 
-def _machine():
+def _machine(cfg):
     device = default_device()
     gpu = f", {torch.cuda.get_device_name()}" if device == 'cuda' else ''
     return (f"{os.cpu_count()} CPU cores ({platform.machine()}){gpu}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s) per run")
+            f"{torch.get_num_threads()} thread(s) per run, {cfg['jobs']} run(s) at a time")
 
 
 # -----------------------------------------------------------------------------
@@ -367,9 +524,16 @@ def mean_spread(xs):
 
 def results_markdown(cfg, info, runs, comparisons, results, sweeps):
     """results.md: how it was run, then the tables."""
-    parts = [header(cfg, info), runs_table(runs, results), comparisons_table(comparisons, results)]
+    parts = [header(cfg, info), runs_table(runs, results)]
+    if cfg['budgets']:
+        parts.append(budget_table(runs, results))
+    if any('accuracy' in res[0] for res in results.values()):
+        parts.append(accuracy_table(runs, results))
+    parts.append(comparisons_table(comparisons, results))
     if sweeps:
         parts.append(sweep_table(runs, sweeps))
+        if any('accuracy' in s[0] for s in sweeps.values()):
+            parts.append(sweep_table(runs, sweeps, key='accuracy'))
     return "\n\n".join(parts) + "\n"
 
 
@@ -379,14 +543,16 @@ def header(cfg, info):
         if len(seeds) > 1 else f"seed {seeds[0]}"
     reused = (f" ({info['reused']} of {info['n_trained']} runs reused from an earlier call; all "
               f"{info['n_trained']} took {info['runs_wall_s'] / 60:.1f} min to train)") if info['reused'] else ""
+    budget = (f"{cfg['max_iters']} iterations = {info['tokens']:,} tokens" if not cfg['budgets'] else
+              f"×b {cfg['max_iters']} iterations = ×b {info['tokens']:,} tokens, b in {cfg['budgets']}")
+    what = " (answer positions only)" if cfg['dataset'] == 'hops' else ""
     return (f"Command: `{info['command']}`  \n"
             f"Machine: {info['machine']}; load average {info['load_start']} at the start, "
             f"{info['load_end']} at the end; total wall time {info['wall_s'] / 60:.1f} min{reused}.  \n"
             f"Every run: n_embd {cfg['n_embd']}, {cfg['n_head']} heads, block_size {cfg['block_size']}, "
-            f"batch {cfg['batch_size']}, {cfg['max_iters']} iterations = {info['tokens']:,} tokens of "
-            f"{cfg['dataset']}, lr {cfg['learning_rate']:g} cosine to {cfg['min_lr']:g}; the same data order "
-            f"for every model. Losses: the final model (last.pt) on the same {info['eval_tokens']:,} tokens "
-            f"of each split for every run and seed, {spread}.")
+            f"batch {cfg['batch_size']}, {budget} of {cfg['dataset']}, lr {cfg['learning_rate']:g} cosine to "
+            f"{cfg['min_lr']:g}; the same data order for every model. Losses{what}: the final model (last.pt) "
+            f"on the same {info['eval_tokens']:,} tokens of each split for every run and seed, {spread}.")
 
 
 def runs_table(runs, results):
@@ -395,13 +561,44 @@ def runs_table(runs, results):
     for r in runs:
         res = results[r.name]
         lines.append(f"| {r.label} | {r.name} | {r.blocks} | {r.depth} | {si(res[0]['params'])} | "
-                     f"{si(res[0]['flops_per_token'])} | {si(res[0]['flops'])} | "
+                     f"{si(res[0]['flops_per_token'])} | {si(np.mean([x['flops'] for x in res]))} | "
                      f"{np.mean([x['time_s'] for x in res]):.0f} s | "
                      f"{mean_spread([x['train_loss'] for x in res])} | {mean_spread([x['val_loss'] for x in res])} |")
-    lines += ["", "blocks: blocks with their own weights; depth: blocks a token passes through; params: "
-              "without position embeddings; train time: train.py's wall time, evaluations included. "
-              "The loss curves in the plots are train.py's evaluations (a few batches drawn from the seed), "
-              "so their last points differ a little from these losses."]
+    lines += ["", "blocks: blocks with their own weights; depth: blocks a token passes through (for sampled loop "
+              "counts: at the mean count); params: without position embeddings; FLOPs/token: at the trained "
+              "n_loop; total FLOPs: as trained (drawn loop counts included); train time: train.py's wall time, "
+              "evaluations included. The loss curves in the plots are train.py's evaluations (a few batches "
+              "drawn from the seed), so their last points differ a little from these losses."]
+    return "\n".join(lines)
+
+
+def budget_table(runs, results):
+    """Val loss of each architecture (rows) at each budget (columns)."""
+    budgets = list(dict.fromkeys(r.budget for r in runs))
+    base = list(dict.fromkeys(r.name.rsplit('-x', 1)[0] for r in runs))
+    cell = {(r.name.rsplit('-x', 1)[0], r.budget): r for r in runs}
+    tokens = {b: results[cell[base[0], b].name][0]['tokens'] for b in budgets}
+    lines = ["Val loss by token budget:", "",
+             "| run | " + " | ".join(f"×{b} ({si(tokens[b])} tokens)" for b in budgets) + " |",
+             "|---|" + "--:|" * len(budgets)]
+    for name in base:
+        label = cell[name, budgets[0]].label.rsplit(' ×', 1)[0]
+        lines.append(f"| {label} | " + " | ".join(
+            mean_spread([x['val_loss'] for x in results[cell[name, b].name]]) for b in budgets) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_table(runs, results):
+    """Answer accuracy per group (for hops: per hop count) and overall."""
+    names = list(results[runs[0].name][0]['accuracy_by'])
+    lines = ["Val answer accuracy (the most likely token is the answer), per group and overall:", "",
+             "| run | blocks | depth | params | " + " | ".join(names) + " | all |",
+             "|---|--:|--:|--:|" + "--:|" * (len(names) + 1)]
+    for r in runs:
+        res = results[r.name]
+        cells = [mean_spread([x['accuracy_by'][n] for x in res]) for n in names]
+        lines.append(f"| {r.label} | {r.blocks} | {r.depth} | {si(res[0]['params'])} | " + " | ".join(cells) +
+                     f" | {mean_spread([x['accuracy'] for x in res])} |")
     return "\n".join(lines)
 
 
@@ -415,21 +612,29 @@ def comparisons_table(comparisons, results):
     return "\n".join(lines)
 
 
-def sweep_table(runs, sweeps):
+def sweep_table(runs, sweeps, key='val_loss'):
     width = max(s[0]['n_loop'][-1] for s in sweeps.values())
-    lines = ["Test-time loop sweep: val loss (the same val tokens) when a trained LoopGPT runs n iterations "
-             "(* = the trained count N; past it the last gate is reused; for n <= N this is also the loss of "
-             "reading out after iteration n), the loss of reading out h_0 (no iteration), and mean |a_n| of "
-             "the gates a_0 .. a_N. Mean over seeds.", "",
-             "| run | h_0 | " + " | ".join(f"n={n}" for n in range(1, width + 1)) + " | mean abs gate |",
-             "|---|--:|" + "--:|" * width + "---|"]
+    if key == 'val_loss':
+        lines = ["Test-time loop sweep: val loss (the same val tokens) when a trained LoopGPT runs n iterations "
+                 "(* = the trained count N; past it the last gate is reused; for n <= N this is also the loss of "
+                 "reading out after iteration n), the loss of reading out h_0 (no iteration), and mean |a_n| of "
+                 "the gates a_0 .. a_N. Mean over seeds.", "",
+                 "| run | h_0 | " + " | ".join(f"n={n}" for n in range(1, width + 1)) + " | mean abs gate |",
+                 "|---|--:|" + "--:|" * width + "---|"]
+    else:
+        lines = ["Test-time loop sweep: val answer accuracy when a trained LoopGPT runs n iterations "
+                 "(* = the trained count). Mean over seeds.", "",
+                 "| run | " + " | ".join(f"n={n}" for n in range(1, width + 1)) + " |", "|---|" + "--:|" * width]
     for r in runs:
         if r.name not in sweeps:
             continue
         s = sweeps[r.name]
-        loss = np.mean([x['val_loss'] for x in s], axis=0)
-        cells = [f"{v:.3f}" + ('*' if n == r.n_loop else '') for n, v in zip(s[0]['n_loop'], loss)]
+        values = np.mean([x[key] for x in s], axis=0)
+        cells = [f"{v:.3f}" + ('*' if n == r.n_loop else '') for n, v in zip(s[0]['n_loop'], values)]
         cells += [''] * (width - len(cells))
+        if key != 'val_loss':
+            lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+            continue
         h0 = np.mean([x['readout'][0] for x in s])
         gates = ", ".join(f"{g:.2f}" for g in np.mean([x['gates'] for x in s], axis=0))
         lines.append(f"| {r.label} | {h0:.3f} | " + " | ".join(cells) + f" | {gates} |")
@@ -445,7 +650,6 @@ def plot_all(out_dir, runs, results, sweeps):
         import matplotlib
         matplotlib.use('Agg')  # files only, no display needed
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("plots skipped: matplotlib is not installed (pip install matplotlib)")
         return
@@ -462,36 +666,85 @@ def plot_all(out_dir, runs, results, sweeps):
         # train.py's evaluations: eval_iters batches drawn from the seed, not the table's fixed tokens
         ax.set(xlabel=xlabel, ylabel="val loss (train.py's evaluations)",
                title=f'val loss vs {xlabel} (band: seed range)')
+        save_plot(fig, ax, os.path.join(out_dir, f'val_loss_vs_{x_key}.png'))
+    if sweeps:
+        plot_sweeps(plt, os.path.join(out_dir, 'loop_sweep.png'), runs, sweeps, style)
+    if len({r.budget for r in runs}) > 1:
+        plot_budgets(plt, os.path.join(out_dir, 'budget.png'), runs, results, style)
+    if any('accuracy' in res[0] for res in results.values()):
+        plot_accuracy(plt, os.path.join(out_dir, 'accuracy_by_hops.png'), runs, results, style)
+
+
+def save_plot(fig, axes, path):
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    for ax in np.atleast_1d(axes):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, f'val_loss_vs_{x_key}.png'), dpi=100)
-        plt.close(fig)
-    if sweeps:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        for r in runs:
-            if r.name not in sweeps:
-                continue
-            s, st = sweeps[r.name], style[r.name]
-            n = s[0]['n_loop']
-            ax1.plot(n, np.mean([x['val_loss'] for x in s], axis=0), marker='o', ms=4, label=f'{r.label}', **st)
-            # h_0's read-out (embeddings only) is far above the rest: it is in the table, not here
-            ax1.plot(range(1, r.n_loop + 1), np.mean([x['readout'][1:] for x in s], axis=0), 'x',
-                     color=st['color'], ms=8)
-            ax1.plot([r.n_loop], [np.mean([x['val_loss'][r.n_loop - 1] for x in s])], '*', color=st['color'], ms=14)
-            if r.learn_gates:
-                ax2.plot(range(len(s[0]['gates'])), np.mean([x['gates'] for x in s], axis=0), marker='o',
-                         label=r.label, **st)
-        ax1.set(xlabel='loop iterations n', ylabel='val loss',
-                title='test-time n_loop (o), read-out after n (x), trained n (*)')
-        ax2.set(xlabel='gate n', ylabel='mean |a_n|', title='learned gates')
-        for ax in (ax1, ax2):
+        if ax.get_xscale() == 'linear':
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, 'loop_sweep.png'), dpi=100)
-        plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_sweeps(plt, path, runs, sweeps, style):
+    """Val loss (and accuracy, where there are answers) against test-time loop count; the gates."""
+    accuracy = any('accuracy' in s[0] for s in sweeps.values())
+    fig, axes = plt.subplots(1, 3 if accuracy else 2, figsize=(15 if accuracy else 10, 4))
+    for r in runs:
+        if r.name not in sweeps:
+            continue
+        s, st = sweeps[r.name], style[r.name]
+        n = s[0]['n_loop']
+        axes[0].plot(n, np.mean([x['val_loss'] for x in s], axis=0), marker='o', ms=4, label=r.label, **st)
+        # h_0's read-out (embeddings only) is far above the rest: it is in the table, not here
+        axes[0].plot(range(1, r.n_loop + 1), np.mean([x['readout'][1:] for x in s], axis=0), 'x',
+                     color=st['color'], ms=8)
+        axes[0].plot([r.n_loop], [np.mean([x['val_loss'][r.n_loop - 1] for x in s])], '*', color=st['color'], ms=14)
+        if r.learn_gates:
+            axes[1].plot(range(len(s[0]['gates'])), np.mean([x['gates'] for x in s], axis=0), marker='o',
+                         label=r.label, **st)
+        if accuracy:
+            axes[2].plot(n, np.mean([x['accuracy'] for x in s], axis=0), marker='o', ms=4, label=r.label, **st)
+    axes[0].set(xlabel='loop iterations n', ylabel='val loss',
+                title='test-time n_loop (o), read-out after n (x), trained n (*)')
+    axes[1].set(xlabel='gate n', ylabel='mean |a_n|', title='learned gates')
+    if accuracy:
+        axes[2].set(xlabel='loop iterations n', ylabel='val answer accuracy', title='accuracy vs test-time n_loop')
+    save_plot(fig, axes, path)
+
+
+def plot_budgets(plt, path, runs, results, style):
+    """Final val loss against the token budget and the FLOPs spent, one line per architecture."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for base in dict.fromkeys(r.name.rsplit('-x', 1)[0] for r in runs):
+        rs = [r for r in runs if r.name.rsplit('-x', 1)[0] == base]
+        label, st = rs[0].label.rsplit(' ×', 1)[0], style[rs[0].name]
+        for ax, key in zip(axes, ('tokens', 'flops')):
+            x = [np.mean([res[key] for res in results[r.name]]) for r in rs]
+            y = np.array([[res['val_loss'] for res in results[r.name]] for r in rs])  # (budgets, seeds)
+            ax.errorbar(x, y.mean(1), yerr=[y.mean(1) - y.min(1), y.max(1) - y.mean(1)], marker='o', ms=4,
+                        capsize=3, label=label, **st)
+            ax.set_xscale('log')
+    axes[0].set(xlabel='training tokens', ylabel='final val loss', title='val loss vs token budget (bars: seed range)')
+    axes[1].set(xlabel='training FLOPs', ylabel='final val loss', title='val loss vs training FLOPs')
+    save_plot(fig, axes, path)
+
+
+def plot_accuracy(plt, path, runs, results, style):
+    """Val answer accuracy per answer group (for hops: per hop count), one line per run."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = list(results[runs[0].name][0]['accuracy_by'])
+    for r in runs:
+        acc = np.array([[res['accuracy_by'][n] for n in names] for res in results[r.name]])  # (seeds, groups)
+        x = np.arange(1, len(names) + 1)
+        ax.plot(x, acc.mean(0), marker='o', label=f'{r.label} (depth {r.depth})', **style[r.name])
+        if len(acc) > 1:
+            ax.fill_between(x, acc.min(0), acc.max(0), color=style[r.name]['color'], alpha=0.2, lw=0)
+    ax.set(xticks=np.arange(1, len(names) + 1), xticklabels=names, ylabel='val answer accuracy', ylim=(0, 1.02),
+           title='accuracy by question (band: seed range)')
+    save_plot(fig, ax, path)
 
 
 def run_styles(runs):
@@ -504,13 +757,9 @@ def run_styles(runs):
 # -----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    defaults = config_keys(globals())
-    argv = sys.argv[1:]
-    if '--quick' in argv:
-        argv.remove('--quick')
-        defaults.update(QUICK)  # explicit --key=value still win
+    argv = ['--quick=True' if a == '--quick' else a for a in sys.argv[1:]]
     try:
-        config = configure(defaults, argv)
+        config = configure(config_keys(globals()), argv, derived=presets)
         run_grid(config)
     except (ConfigError, CheckpointError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)

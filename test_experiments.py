@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import experiments
+import prepare
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import ConfigError
 from model import GPTConfig, LoopGPT
@@ -98,6 +99,76 @@ def test_grid_end_to_end(tmp_path):
         assert json.load(f)['results'] == results['results']
 
 
+def test_hops_grid_end_to_end(tmp_path):
+    """--dataset=hops --quick: the hops grid (1⊗1 1⊗2 1⊗4 2⊗1 4⊗1) with answer accuracy per
+    hop count in the results, the tables, the sweeps and a plot."""
+    prepare.run(['hops', '--nodes', '5', '--hops', '2', '--queries', '3', '--train_examples', '1000',
+                 '--val_examples', '100', '--data_dir', str(tmp_path)])
+    out = tmp_path / 'out'
+    p = run_experiments('--dataset=hops', '--quick', f'--data_dir={tmp_path}', f'--out_dir={out}', '--jobs=2',
+                        '--n_embd=16', '--block_size=14', '--batch_size=4', '--max_iters=4', '--eval_interval=2',
+                        '--eval_iters=1', '--eval_tokens=560')
+    assert p.returncode == 0, p.stderr
+    with open(out / 'results.json') as f:
+        results = json.load(f)
+    assert [r['name'] for r in results['runs']] == ['gpt1', 'loop1x2', 'gpt2', 'loop1x4', 'gpt4']
+    assert results['config']['n_seeds'] == 1 and results['config']['learning_rate'] == experiments.HOPS['learning_rate']
+    for name, (res,) in results['results'].items():
+        assert set(res['accuracy_by']) == {'1 hop', '2 hops'}
+        # one query of 2 hops for every two of 1 hop
+        assert res['accuracy'] == pytest.approx((2 * res['accuracy_by']['1 hop'] + res['accuracy_by']['2 hops']) / 3)
+        if name in results['sweeps']:
+            (sweep,) = results['sweeps'][name]
+            N = sweep['trained']
+            assert len(sweep['accuracy']) == len(sweep['accuracy_by']) == 2 * N
+            assert sweep['accuracy'][N - 1] == res['accuracy'] and sweep['val_loss'][N - 1] == res['val_loss']
+    table = (out / 'results.md').read_text()
+    assert '| 1⊗4 | 1 | 4 |' in table and 'Val answer accuracy' in table and 'val answer accuracy when' in table
+    assert (out / 'accuracy_by_hops.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_budget_and_recurrent_end_to_end(tmp_path):
+    """--budgets and --recurrent: every run at each budget, loop counts drawn in training,
+    the sweep to 4x the trained loops, and the budget table and plot."""
+    write_dataset(tmp_path)
+    out = tmp_path / 'out'
+    p = run_experiments('--budgets=1,2', '--recurrent=1x2', f'--data_dir={tmp_path}', '--dataset=tiny',
+                        f'--out_dir={out}', '--n_seeds=1', '--jobs=2', *TINY)
+    assert p.returncode == 0, p.stderr
+    with open(out / 'results.json') as f:
+        results = json.load(f)
+    names = ['loop1x2', 'loop1x2-poisson', 'loop1x2-poisson-inject']
+    assert [r['name'] for r in results['runs']] == [f'{n}-x{b}' for b in (1, 2) for n in names]
+    res = {name: r[0] for name, r in results['results'].items()}
+    for n in names:
+        assert res[f'{n}-x2']['tokens'] == 2 * res[f'{n}-x1']['tokens'] == 2 * 6 * 4 * 16
+        assert res[f'{n}-x2']['curve']['iter'] == [0, 6, 12]  # the same number of evaluations
+        assert results['sweeps'][f'{n}-x1'][0]['n_loop'] == list(range(1, 9))  # to 4x the trained 2 loops
+    with open(out / 'runs' / 'loop1x2-poisson-inject-x1-s1337' / 'experiment.json') as f:
+        argv = json.load(f)['argv']
+    assert {'--loop_sampling=poisson', '--input_injection=True', '--bptt_loops=0'} <= set(argv)
+    table = (out / 'results.md').read_text()
+    assert 'Val loss by token budget' in table and '| 1⊗2 poisson +x0 | ' in table
+    assert '| 1⊗2 poisson ×2 | 1⊗2 ×2 | parameters, mean loop count |' in table
+    assert (out / 'budget.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_presets_follow_the_experiment():
+    base = dict(dataset='stdlib', budgets='', recurrent='', quick=False)
+    assert experiments.presets(base) == {'out_dir': 'experiments-out'}
+    hops = experiments.presets(dict(base, dataset='hops', quick=True))
+    assert hops['pairs'] == '1x2,1x4' and hops['n_seeds'] == 1 and hops['max_iters'] == 1500
+    assert hops['out_dir'] == 'experiments-out-hops-quick'
+    assert experiments.presets(dict(base, budgets='1,4'))['pairs'] == '1x2'
+    depth = experiments.presets(dict(base, recurrent='2x2'))
+    assert depth['pairs'] == depth['ablate_gates'] == '' and depth['sweep_to'] == 4
+    for bad in (dict(budgets='1,1'), dict(budgets='x4'), dict(recurrent='2'), dict(jobs=0)):
+        cfg = dict(pairs='1x2', ablate_gates='', prelude_coda='', recurrent='', budgets='', bptt_loops=0,
+                   n_seeds=1, jobs=1, sweep_to=2)
+        with pytest.raises(ConfigError):
+            experiments.make_grid({**cfg, **bad})
+
+
 def tiny_loop_checkpoint(out_dir):
     """A LoopGPT with prelude, coda and random gates, saved and loaded as train.py does."""
     torch.manual_seed(0)
@@ -122,7 +193,7 @@ def test_sweep_and_readout_match_the_model_loss(tmp_path):
     model = tiny_loop_checkpoint(str(tmp_path / 'ckpt'))
     write_dataset(tmp_path)
     batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
-    loss = experiments.evaluate(model.eval(), batches)
+    loss = experiments.evaluate(model.eval(), batches)[0]
     sweep = experiments.loop_sweep(model, batches)
     assert model.n_loop == 3  # restored
     assert sweep['n_loop'] == [1, 2, 3, 4, 5, 6]
@@ -131,7 +202,7 @@ def test_sweep_and_readout_match_the_model_loss(tmp_path):
     assert len(sweep['readout']) == 4 and len(sweep['gates']) == 4
     assert sweep['readout'][1:] == pytest.approx(sweep['val_loss'][:3], abs=1e-6)
     assert abs(sweep['val_loss'][3] - loss) > 1e-4  # more iterations than trained: another model
-    assert experiments.evaluate(model, batches) == loss  # the sweep left the model as it was
+    assert experiments.evaluate(model, batches)[0] == loss  # the sweep left the model as it was
 
 
 def test_fixed_batches_spread_over_the_split(tmp_path):
@@ -148,7 +219,8 @@ def test_fixed_batches_spread_over_the_split(tmp_path):
 
 
 def test_grid_and_its_twins():
-    cfg = dict(pairs='1x2, 2x3', ablate_gates='2x3', prelude_coda='1+2x2+1', n_seeds=2)
+    cfg = dict(pairs='1x2, 2x3', ablate_gates='2x3', prelude_coda='1+2x2+1', n_seeds=2, recurrent='', budgets='',
+               jobs=1, sweep_to=2)
     runs, comparisons = experiments.make_grid(cfg)
     assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'gpt2', 'loop2x3', 'gpt6', 'loop2x3-frozen',
                                       'loop1+2x2+1']
