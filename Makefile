@@ -1,9 +1,10 @@
 # make demo : install, prepare the offline stdlib corpus, train a tiny LoopGPT on CPU, sample from it
 # make test : install test requirements, run the test suite
+# make gpu-check : on a CUDA machine, check bf16 + compile training, the KV cache, DDP and bench (pass/fail table)
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-dev demo test bench
+.PHONY: install install-dev demo test bench gpu-check
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -21,3 +22,6 @@ test: install-dev
 
 bench:
 	$(PYTHON) bench.py
+
+gpu-check:
+	$(PYTHON) gpu_check.py

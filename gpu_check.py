@@ -1,0 +1,211 @@
+"""
+One command for the first person with a GPU: does the default GPU path (bf16 autocast,
+torch.compile, NCCL) work here, and how fast is it?
+
+    make gpu-check                        # = python gpu_check.py: configs/loop6.py on CUDA
+    python gpu_check.py --steps=50        # a longer training check
+
+On CUDA it runs four checks on configs/loop6.py's model (81M parameters, 6 blocks
+looped twice), on a corpus it writes itself (this Python's stdlib bytes as token ids,
+so no download and a loss that falls within a few steps):
+
+  train   `steps` iterations of train.py with its GPU defaults, bfloat16 and compile=True:
+          the loss must fall; prints MFU and peak memory
+  cache   the trained model generates with the KV cache and without, under bf16 autocast:
+          logits within bf16 tolerance and the same greedy tokens, except at near-ties
+  ddp     with 2 or more GPUs: torchrun with 2 processes logs the losses of 1 process
+  bench   bench.py on the config: the loop next to its same-params and same-depth GPTs
+
+and prints one pass/fail table (exit code 1 if a check fails). Without CUDA it says so in
+one line and exits 0. `--device=cpu --config=configs/tiny.py` runs the same checks on a
+CPU (DDP over gloo), which is how test_compile.py tests this script.
+"""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from checkpoint import autocast_context, device_type_of, load_checkpoint, model_from_checkpoint
+from configurator import ConfigError, config_keys, configure
+
+# -----------------------------------------------------------------------------
+config = 'configs/loop6.py'   # the model and recipe to check
+device = 'cuda'
+dtype = 'bfloat16'
+compile = True
+steps = 30                    # training iterations of the train check
+gradient_accumulation_steps = 0  # 0: the config's (loop6: 40, ~0.5M tokens per iteration)
+batch_size = 0                # 0: the config's
+cache_tokens = 64             # generation steps compared in the cache check
+bench = True                  # run bench.py on the config too
+# -----------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def stdlib_corpus(path, tokenizer, n_bytes=20_000_000):
+    """path/{train,val}.bin and meta.json: the stdlib's .py bytes as token ids (< 256) of
+    `tokenizer` ('gpt2' for a GPT-2-sized model, 'bytes' for a byte-level one)."""
+    text = b''
+    root = sysconfig.get_paths()['stdlib']
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ('site-packages', 'test', 'tests'))
+        for name in sorted(filenames):
+            if name.endswith('.py') and len(text) < n_bytes:
+                with open(os.path.join(dirpath, name), 'rb') as f:
+                    text += f.read()
+    ids = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
+    n = len(ids) * 99 // 100
+    os.makedirs(path, exist_ok=True)
+    ids[:n].tofile(os.path.join(path, 'train.bin'))
+    ids[n:].tofile(os.path.join(path, 'val.bin'))
+    meta = dict(tokenizer=tokenizer, vocab_size=50257 if tokenizer == 'gpt2' else 256, eot_token=None,
+                dtype='uint16', train_tokens=n, val_tokens=len(ids) - n, source='gpu_check: stdlib bytes')
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+
+
+def train_records(out_dir, kind='train'):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [r for r in map(json.loads, f) if r['kind'] == kind]
+
+
+@torch.no_grad()
+def cache_agreement(model, prompt, n_tokens, ctx):
+    """Greedy generation with the KV cache, each step checked against the uncached forward
+    on the same tokens. Returns (the largest logit difference relative to the largest logit,
+    the tokens whose argmax differs where the uncached top two are further apart than twice
+    that step's difference, i.e. not a near-tie that rounding may flip). prompt: (B, T) ids."""
+    model.eval()
+    idx, cache, worst, flips = prompt, None, 0.0, 0
+    for _ in range(n_tokens):
+        with ctx:
+            if cache is None:
+                cache = model.new_kv_cache(idx.size(0), model.config.block_size)
+                cached, _ = model(idx, kv_cache=cache)
+            else:
+                cached, _ = model(idx[:, -1:], kv_cache=cache)
+            plain, _ = model(idx)
+        cached, plain = cached[:, -1].float(), plain[:, -1].float()  # (B, vocab)
+        diff = (cached - plain).abs().max().item()
+        worst = max(worst, diff / plain.abs().max().item())
+        top2 = plain.topk(2, dim=-1).values
+        near_tie = (top2[:, 0] - top2[:, 1]) <= 2 * diff
+        flips += int(((cached.argmax(-1) != plain.argmax(-1)) & ~near_tie).sum())
+        idx = torch.cat((idx, cached.argmax(-1, keepdim=True)), dim=1)  # follow the cached path
+        if idx.size(1) >= model.config.block_size:
+            break
+    return worst, flips
+
+
+def run(cmd, **kwargs):
+    return subprocess.run([sys.executable] + cmd, capture_output=True, text=True, cwd=HERE, **kwargs)
+
+
+def check_train(c, data_dir, out_dir):
+    """train.py with the GPU defaults for c['steps'] iterations; returns (ok, detail, args)."""
+    args = [c['config'], f"--data_dir={data_dir}", '--dataset=check', f"--out_dir={out_dir}",
+            f"--device={c['device']}", f"--dtype={c['dtype']}", f"--compile={c['compile']}",
+            f"--max_iters={c['steps']}", f"--lr_decay_iters={c['steps']}", f"--eval_interval={c['steps']}",
+            '--eval_iters=2', '--log_interval=1', f"--warmup_iters={max(c['steps'] // 5, 1)}", '--wandb_log=False']
+    args += [f'--{k}={c[k]}' for k in ('gradient_accumulation_steps', 'batch_size') if c[k]]
+    t0 = time.time()
+    p = run(['train.py'] + args)
+    if p.returncode != 0:
+        return False, 'train.py failed: ' + (p.stderr.strip().splitlines() or ['?'])[-1], args
+    rec = train_records(out_dir)
+    losses = [r['loss'] for r in rec]
+    k = max(len(losses) // 5, 1)
+    first, last = np.mean(losses[:k]), np.mean(losses[-k:])
+    later = rec[len(rec) // 2:]  # after compiling and warming up
+    mfu = [r['mfu'] for r in later if r['mfu'] is not None]
+    speed = f"MFU {np.median(mfu) * 100:.1f}%" if mfu else f"{np.median([r['tflops'] for r in later]):.3g} TFLOP/s"
+    mem = [r['peak_mem_gb'] for r in rec if r.get('peak_mem_gb') is not None]
+    detail = (f"loss {first:.3f} -> {last:.3f} in {len(losses)} steps, {np.median([r['dt_ms'] for r in later]):.0f} "
+              f"ms/step, {speed}" + (f", peak memory {max(mem):.1f} GB" if mem else '') +
+              f"; {time.time() - t0:.0f} s in all")
+    return bool(np.isfinite(last) and last < first - 0.1), detail, args
+
+
+def check_cache(c, out_dir, data_path):
+    model = model_from_checkpoint(load_checkpoint(out_dir, 'last', c['device'])).to(c['device'])
+    val = np.fromfile(os.path.join(data_path, 'val.bin'), dtype=np.uint16)[:32].astype(np.int64)
+    prompt = torch.from_numpy(val).to(c['device'])[None]
+    worst, flips = cache_agreement(model, prompt, c['cache_tokens'], autocast_context(c['device'], c['dtype']))
+    tol = 0.02 if c['dtype'] != 'float32' else 1e-4  # bf16 keeps ~3 significant digits
+    return worst < tol and flips == 0, (f"logits differ by at most {worst:.2%} of the largest (tolerance "
+                                        f"{tol:.2%}) over {c['cache_tokens']} greedy steps; {flips} tokens "
+                                        f"differ outside near-ties")
+
+
+def check_ddp(c, args, single_dir, ddp_dir):
+    n_gpus = torch.cuda.device_count() if device_type_of(c['device']) == 'cuda' else 2
+    if n_gpus < 2:
+        return None, f"needs 2 GPUs, this machine has {n_gpus}"
+    launch = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
+    p = run(launch + [a for a in args if not a.startswith('--out_dir=')] + [f'--out_dir={ddp_dir}'])
+    if p.returncode != 0:
+        return False, 'torchrun failed: ' + (p.stderr.strip().splitlines() or ['?'])[-1]
+    one, two = [r['loss'] for r in train_records(single_dir)], [r['loss'] for r in train_records(ddp_dir)]
+    rel = max(abs(a - b) / abs(a) for a, b in zip(one, two))
+    tol = 2e-2 if c['dtype'] != 'float32' else 1e-4  # bf16: the summation order shows
+    return len(one) == len(two) and rel < tol, f"2 processes vs 1: losses within {rel:.2g} (tolerance {tol:g})"
+
+
+def check_bench(c):
+    p = run(['bench.py', c['config'], f"--device={c['device']}", f"--dtype={c['dtype']}",
+             f"--compile={c['compile']}"] + ([] if device_type_of(c['device']) == 'cuda' else
+                                             ['--rounds=1', '--train_iters=2', '--gen_tokens=8']))
+    if p.returncode != 0:
+        return False, 'bench.py failed: ' + (p.stderr.strip().splitlines() or ['?'])[-1], ''
+    return True, 'table below', p.stdout
+
+
+def main(argv):
+    try:
+        c = configure(config_keys(globals()), argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if device_type_of(c['device']) == 'cuda' and not torch.cuda.is_available():
+        print("gpu_check: no CUDA GPU here (torch sees none), nothing to check; run it on a machine with one.")
+        return 0
+    where = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' else 'CPU'
+    print(f"gpu_check: {c['config']} on {where}, {c['dtype']}, compile={c['compile']}, torch {torch.__version__}",
+          flush=True)
+    rows, bench_table = [], ''
+    with tempfile.TemporaryDirectory(prefix='gpu_check-') as tmp:
+        # byte-level for a config trained on stdlib (tiny.py), else GPT-2's vocabulary
+        byte_level = runpy.run_path(c['config']).get('dataset') == 'stdlib'
+        data_path = os.path.join(tmp, 'data', 'check')
+        stdlib_corpus(data_path, 'bytes' if byte_level else 'gpt2')
+        single = os.path.join(tmp, 'train')
+        ok, detail, args = check_train(c, os.path.join(tmp, 'data'), single)
+        rows.append((f"train ({c['dtype']}, compile={c['compile']})", ok, detail))
+        print(f"  train: {detail}", flush=True)
+        if ok:
+            ok, detail = check_cache(c, single, data_path)
+            rows.append((f"KV cache vs none ({c['dtype']})", ok, detail))
+            ok, detail = check_ddp(c, args, single, os.path.join(tmp, 'ddp'))
+            rows.append(('DDP, 2 processes', ok, detail))
+        if c['bench']:
+            ok, detail, bench_table = check_bench(c)
+            rows.append(('bench.py', ok, detail))
+    print('\n| check | result | detail |\n| --- | --- | --- |')
+    for name, ok, detail in rows:
+        print(f"| {name} | {'SKIP' if ok is None else 'PASS' if ok else 'FAIL'} | {detail} |")
+    if bench_table:
+        print('\n' + bench_table)
+    return 1 if any(ok is False for _, ok, _ in rows) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,127 @@
+"""
+The GPU defaults, compile=True and bfloat16 autocast, under test on the CPU (inductor's
+C++ backend stands in for Triton): compiled training logs the losses of eager training, a
+checkpoint written by a compiled run resumes in eager, the KV cache agrees with the
+uncached forward under bf16, and gpu_check.py runs its checks (and without CUDA says so).
+
+Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
+/tmp/torchinductor_*), so the models are the smallest that still loop.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+import torch
+
+import gpu_check
+from checkpoint import autocast_context, load_checkpoint
+from model import GPTConfig, KVCache, LoopGPT
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+N = 2  # iterations before the checkpoint; the eager run does 2N
+TINY = ['--dataset=check', '--n_layer=1', '--n_loop=2', '--n_head=2', '--n_embd=32', '--block_size=32',
+        '--batch_size=4', '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--warmup_iters=0',
+        f'--lr_decay_iters={2 * N}', f'--eval_interval={N}', '--eval_iters=1', '--log_interval=1',
+        '--device=cpu', '--wandb_log=False']
+
+needs_compiler = pytest.mark.skipif(not (shutil.which('g++') or shutil.which('c++')),
+                                    reason="torch.compile on a CPU needs a C++ compiler")
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    gpu_check.stdlib_corpus(str(root / 'check'), 'bytes', n_bytes=200_000)
+    return root
+
+
+def train(data_dir, out_dir, *args):
+    p = subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), *TINY, f'--data_dir={data_dir}',
+                        f'--out_dir={out_dir}', *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+
+
+def losses(out_dir):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    return {(r['kind'], r['iter']): r.get('loss', r.get('val_loss')) for r in records}
+
+
+@needs_compiler
+@pytest.mark.parametrize('dtype,tol', [('float32', 1e-4), ('bfloat16', 2e-2)])
+def test_compiled_training_matches_eager_and_resumes_in_eager(data_dir, tmp_path, dtype, tol):
+    train(data_dir, tmp_path / 'eager', f'--dtype={dtype}', '--compile=False', f'--max_iters={2 * N}')
+    train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=True', f'--max_iters={N}')
+    eager, compiled = losses(tmp_path / 'eager'), losses(tmp_path / 'compiled')
+    assert set(compiled) == {k for k in eager if k[1] <= N}
+    for key, loss in compiled.items():
+        assert loss == pytest.approx(eager[key], rel=tol), key
+    # the compiled run's checkpoint holds the bare model, and eager training goes on from it
+    ckpt = load_checkpoint(str(tmp_path / 'compiled'), 'last')
+    assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
+    train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=False', f'--max_iters={2 * N}',
+          '--init_from=resume')
+    resumed = losses(tmp_path / 'compiled')
+    assert set(resumed) == set(eager)
+    for key, loss in resumed.items():
+        assert loss == pytest.approx(eager[key], rel=tol), key
+
+
+def sharp_loop_model():
+    """A tiny LoopGPT (prelude, 2 loops, coda) whose logits are far from uniform, so that
+    greedy decoding is decided by margins far above bf16's rounding."""
+    torch.manual_seed(0)
+    model = LoopGPT(GPTConfig(block_size=48, vocab_size=64, n_layer=1, n_head=2, n_embd=32, n_loop=2,
+                              n_prelude=1, n_coda=1))
+    with torch.no_grad():
+        model.gates.uniform_(0.5, 1.5)
+        model.lm_head.weight.mul_(30)
+        for block in model.modules():  # blocks that move the residual stream a lot: every cached key shows
+            if hasattr(block, 'c_proj'):
+                block.c_proj.weight.mul_(10)
+    return model.eval()
+
+
+def test_kv_cache_matches_the_uncached_forward_under_bf16():
+    model = sharp_loop_model()
+    prompt = torch.randint(64, (3, 5), generator=torch.Generator().manual_seed(1))
+    worst, flips = gpu_check.cache_agreement(model, prompt, 40, autocast_context('cpu', 'bfloat16'))
+    assert 1e-4 < worst < 0.02  # relative to the largest logit: bf16 rounding shows, and stays small
+    assert flips == 0
+    # in fp32 the two paths agree to float rounding, and the check catches a real difference
+    worst32, _ = gpu_check.cache_agreement(model, prompt, 40, autocast_context('cpu', 'float32'))
+    assert worst32 < 1e-5
+
+    class OffCache(KVCache):  # a cache that stores wrong values: the check must notice
+        def update(self, slot, k, v):
+            return super().update(slot, k, v * 2)
+
+    model.new_kv_cache = lambda batch_size, max_len: OffCache(model.depth(), batch_size, 2, max_len, 16)
+    assert gpu_check.cache_agreement(model, prompt, 10, autocast_context('cpu', 'float32'))[0] > 0.02
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_0():
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    p = subprocess.run([sys.executable, os.path.join(HERE, 'gpu_check.py')], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout.count('\n') == 1 and 'no CUDA GPU' in p.stdout, p.stdout + p.stderr
+
+
+def test_gpu_check_runs_its_checks_on_a_cpu():
+    """The script a GPU user runs first, end to end on the CPU with configs/tiny.py's model:
+    training, the cache check and 2-process DDP over gloo all pass."""
+    p = subprocess.run([sys.executable, os.path.join(HERE, 'gpu_check.py'), '--device=cpu',
+                        '--config=configs/tiny.py', '--steps=4', '--dtype=float32', '--compile=False',
+                        '--gradient_accumulation_steps=2', '--batch_size=2', '--cache_tokens=8', '--bench=False'],
+                       capture_output=True, text=True, timeout=600, cwd=HERE)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [line for line in p.stdout.splitlines() if line.startswith('| ') and 'PASS' in line]
+    assert [r.split(' | ')[0] for r in rows] == ['| train (float32, compile=False)', '| KV cache vs none (float32)',
+                                                  '| DDP, 2 processes']
