@@ -267,7 +267,9 @@ elif init_from == 'resume':
             f"but {data_path} holds {meta['tokenizer']} tokens (vocab {meta['vocab_size']}): "
             f"resume on a dataset with the checkpoint's tokenizer.")
     # and the config must describe the model the checkpoint was trained with (dropout may change)
-    old = {**ckpt['model_args'], 'model_type': ckpt['model_type'], **(ckpt.get('config') or {})}
+    # (checkpoints from before input_injection existed were trained without it)
+    old = {'input_injection': False, **ckpt['model_args'], 'model_type': ckpt['model_type'],
+           **(ckpt.get('config') or {})}
     diff = [k for k in ARCHITECTURE if old.get(k) != config[k]]
     if diff:
         die(f"{path} was trained with {', '.join(f'{k}={old.get(k)!r}' for k in diff)} but the config gives "
@@ -376,8 +378,9 @@ def log(record):
     with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
         f.write(json.dumps(record) + '\n')
     if wandb_log:
-        values = {k: v for k, v in record.items() if k not in ('kind', 'iter', 'gates')}
+        values = {k: v for k, v in record.items() if k not in ('kind', 'iter', 'gates', 'val_acc_by') and v is not None}
         values.update({f'gate_{n}': g for n, g in enumerate(record.get('gates', []))})
+        values.update({f'val_acc {name}': a for name, a in record.get('val_acc_by', {}).items()})
         wandb.log({f"{record['kind']}/{k}": v for k, v in values.items()}, step=record['iter'])
 
 
