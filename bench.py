@@ -30,8 +30,8 @@ each timing is kept.
                 what it was before the model was built (weights, grads, AdamW state,
                 activations and allocator slack)
   infer         ms per generation step (gen_batch sequences, greedy, gen_tokens new tokens
-                after a 1-token prompt) with the KV cache and without, after a short
-                warmup; eager, never compiled
+                after a 1-token prompt; by default enough to fill one context window) with
+                the KV cache and without, after a short warmup; eager, never compiled
 """
 
 import multiprocessing as mp
@@ -65,7 +65,7 @@ batch_size = 8
 warmup_iters = 3         # not timed: the first steps allocate, autotune and compile
 train_iters = 10
 # inference benchmark
-gen_tokens = 256         # new tokens per generation, after a 1-token prompt
+gen_tokens = 0           # new tokens per generation, after a 1-token prompt; 0: fill the context (block_size - 1)
 gen_batch = 1            # sequences generated together (sample.py generates its num_samples as one batch)
 # system
 device = default_device()
@@ -110,12 +110,14 @@ def check_config(c):
         if c[key] is None and default is not None:
             return f"{key} cannot be None: give a value like {default!r}."
     for key in ('n_layer', 'n_head', 'n_embd', 'n_loop', 'block_size', 'vocab_size', 'batch_size',
-                'train_iters', 'gen_tokens', 'gen_batch', 'rounds'):
+                'train_iters', 'gen_batch', 'rounds'):
         if c[key] < 1:
             return f"{key} must be at least 1, not {c[key]}."
     for key in ('n_prelude', 'n_coda', 'warmup_iters'):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
+    if c['gen_tokens'] < 0:
+        return f"gen_tokens must be 0 (fill the context) or more, not {c['gen_tokens']}."
     if c['threads'] < 0:
         return f"threads must be 0 (torch's default) or more, not {c['threads']}."
     if c['n_embd'] % c['n_head']:
@@ -272,6 +274,7 @@ def main(argv):
     if problem:
         die(problem)
     c['peak_flops'] = c['peak_flops'] or peak_flops_of(c['device'], c['dtype'])
+    c['gen_tokens'] = c['gen_tokens'] or c['block_size'] - 1
     hardware = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' \
         else f"CPU, {c['threads'] or torch.get_num_threads()} threads"
     print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'bench.py defaults'}; {hardware}, "
