@@ -94,17 +94,18 @@ eval_iters = 4                 # batches per split in train.py's evaluations (se
 eval_tokens = 50_000           # final train and val loss, and the loop sweep: every run and seed is
                                # evaluated on the same windows, spread evenly over each split
 train_args = ''                # more --key=value for every train.py run, e.g. '--device=cuda'
-jobs = 1                       # train.py runs at once; on an idle machine, one per core with threads=1
+jobs = min(2, os.cpu_count() or 1)  # train.py runs at once, each with `threads` threads
 threads = 1                    # CPU threads per run (OMP_NUM_THREADS), 0 = torch's default (all cores).
                                # On an idle 2-core machine 2 threads train ~1.7x faster, but on a busy one
                                # two thread pools fighting over the cores run 2-10x slower than 1 thread
 quick = False                  # a smaller version of the chosen experiment, in a few minutes (or --quick)
 # -----------------------------------------------------------------------------
 
-# the hops task (prepare.py hops): a ~15k-parameter model learns it in a few thousand steps
-HOPS = dict(pairs='1x2,1x4', ablate_gates='', prelude_coda='', n_embd=32, n_head=4, block_size=32,
-            batch_size=64, max_iters=3000, learning_rate=3e-3, min_lr=3e-4, warmup_iters=100,
-            eval_interval=250, eval_iters=8, eval_tokens=131_072)
+# the hops task (prepare.py hops, its defaults): a ~55k-parameter model learns 1 and 2 hops
+# in a few thousand steps; 3 and 4 hops are where the models part
+HOPS = dict(pairs='1x2,1x4', ablate_gates='', prelude_coda='', n_embd=64, n_head=4, block_size=32,
+            batch_size=64, max_iters=5000, learning_rate=3e-3, min_lr=3e-4, warmup_iters=100,
+            eval_interval=500, eval_iters=8, eval_tokens=131_072)
 
 
 def presets(c):

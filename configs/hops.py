@@ -1,0 +1,31 @@
+# Multi-hop pointer chasing (prepare.py hops): one block looped twice learns to follow
+# 1 and 2 hops through a random cycle of 8 nodes in a few CPU minutes, and 3 or 4 hops
+# only partly. experiments.py --dataset=hops trains it next to its twins, with the same
+# settings as here.
+#   python prepare.py hops && python train.py configs/hops.py
+#   python sample.py --out_dir=out-hops --start="1>2 6>5 4>7 2>3 3>6 0>4 7>1 5>0 2h 1" --max_new_tokens=1 --temperature=0
+out_dir = 'out-hops'
+wandb_run_name = 'hops'
+dataset = 'hops'
+device = 'cpu'
+dtype = 'float32'
+compile = False
+
+n_layer = 1
+n_loop = 2
+n_head = 4
+n_embd = 64
+block_size = 32       # one example: 8 edges + 8 queries of (hop count, start, answer)
+dropout = 0.0
+
+batch_size = 64
+gradient_accumulation_steps = 1
+learning_rate = 3e-3
+max_iters = 5000
+lr_decay_iters = 5000
+min_lr = 3e-4
+warmup_iters = 100
+
+eval_interval = 500
+eval_iters = 8
+log_interval = 100
