@@ -6,6 +6,7 @@ depth (as many blocks as the loop runs), on synthetic data.
     python bench.py                          # configs/tiny.py's model and its twins (2-core CPU: ~1 min)
     python bench.py configs/loop6.py --batch_size=12   # loop6 next to gpt6 and the 12-layer GPT-2
     python bench.py --n_layer=2 --n_loop=4 --gen_batch=10
+    python bench.py --loop_counts=2,4,8,16 --bptt_loops=2  # recurrent-depth training: cost vs drawn count
 
 Config files given on the command line describe the model: only their model keys
 (n_layer, n_head, n_embd, n_loop, n_prelude, n_coda, bias, block_size) and dataset
@@ -32,6 +33,12 @@ each timing is kept.
   infer         ms per generation step (gen_batch sequences, greedy, gen_tokens new tokens
                 after a 1-token prompt; by default enough to fill one context window) with
                 the KV cache and without, after a short warmup; eager, never compiled
+
+With --loop_counts=r1,r2,.. the table is about recurrent-depth training instead: the
+LoopGPT alone, one row per loop count r, each training step running r iterations (as
+when loop_sampling draws r) with backprop through the last bptt_loops of them (0: all).
+FLOPs/token count the iterations run; inference is not measured. With bptt_loops = k,
+step time grows with r only by the no-grad forward iterations, and peak memory stays flat.
 """
 
 import multiprocessing as mp
@@ -59,7 +66,9 @@ n_coda = 0
 bias = True
 block_size = 256
 vocab_size = 256         # a config file sets it from its dataset: 256 for stdlib (bytes), else GPT-2's 50304
+bptt_loops = 0           # LoopGPT: backprop through the last k loop iterations only (train.py's bptt_loops)
 twins = True             # also run the same-parameter GPT and the same-depth GPT
+loop_counts = ''         # e.g. '2,4,8,16': instead of the twins, train the LoopGPT at each drawn loop count
 # training benchmark
 batch_size = 8
 warmup_iters = 3         # not timed: the first steps allocate, autotune and compile
@@ -113,9 +122,15 @@ def check_config(c):
                 'train_iters', 'gen_batch', 'rounds'):
         if c[key] < 1:
             return f"{key} must be at least 1, not {c[key]}."
-    for key in ('n_prelude', 'n_coda', 'warmup_iters'):
+    for key in ('n_prelude', 'n_coda', 'warmup_iters', 'bptt_loops'):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
+    try:
+        counts = [int(r) for r in c['loop_counts'].split(',')] if c['loop_counts'] else []
+    except ValueError:
+        counts = [0]
+    if min(counts, default=1) < 1:
+        return f"loop_counts='{c['loop_counts']}': give loop counts of 1 or more, comma-separated, like '2,4,8'."
     if c['gen_tokens'] < 0:
         return f"gen_tokens must be 0 (fill the context) or more, not {c['gen_tokens']}."
     if c['threads'] < 0:
@@ -130,22 +145,28 @@ def check_config(c):
 
 
 def models_to_run(c):
-    """[(label, model_type, model_args)]: the configured model, then its GPT twins."""
+    """[(label, model_type, model_args, loops)]: the configured model, then its GPT twins; or,
+    with loop_counts, the LoopGPT once per count. loops: the iterations each training step
+    runs (None: the model's own n_loop)."""
     args = dict(block_size=c['block_size'], vocab_size=c['vocab_size'], n_head=c['n_head'],
                 n_embd=c['n_embd'], bias=c['bias'], dropout=0.0)
-    loops = c['n_loop'] > 1 or c['n_prelude'] or c['n_coda']
-    if not loops:
-        return [(f"GPT {c['n_layer']}L", 'gpt', dict(args, n_layer=c['n_layer']))]
+    looped = c['n_loop'] > 1 or c['n_prelude'] or c['n_coda']
+    if not looped and not c['loop_counts']:
+        return [(f"GPT {c['n_layer']}L", 'gpt', dict(args, n_layer=c['n_layer']), None)]
     wrap = f" +{c['n_prelude']}/{c['n_coda']}" if c['n_prelude'] or c['n_coda'] else ''
-    loop = (f"LoopGPT {c['n_layer']}L x{c['n_loop']}{wrap}", 'loop',
-            dict(args, n_layer=c['n_layer'], n_loop=c['n_loop'], n_prelude=c['n_prelude'],
-                 n_coda=c['n_coda']))
+    loop_args = dict(args, n_layer=c['n_layer'], n_loop=c['n_loop'], n_prelude=c['n_prelude'],
+                     n_coda=c['n_coda'], bptt_loops=c['bptt_loops'])
+    if c['loop_counts']:
+        bptt = f"backprop through {c['bptt_loops']}" if c['bptt_loops'] else 'backprop through all'
+        return [(f"LoopGPT {c['n_layer']}L{wrap}, {r} loops, {bptt}", 'loop', loop_args, int(r))
+                for r in c['loop_counts'].split(',')]
+    loop = (f"LoopGPT {c['n_layer']}L x{c['n_loop']}{wrap}", 'loop', loop_args, None)
     if not c['twins']:
         return [loop]
     same_params = c['n_prelude'] + c['n_layer'] + c['n_coda']
     same_depth = c['n_prelude'] + c['n_layer'] * c['n_loop'] + c['n_coda']
-    return [(f"GPT {same_params}L (same params)", 'gpt', dict(args, n_layer=same_params)), loop,
-            (f"GPT {same_depth}L (same depth)", 'gpt', dict(args, n_layer=same_depth))]
+    return [(f"GPT {same_params}L (same params)", 'gpt', dict(args, n_layer=same_params), None), loop,
+            (f"GPT {same_depth}L (same depth)", 'gpt', dict(args, n_layer=same_depth), None)]
 
 
 # -----------------------------------------------------------------------------
@@ -162,8 +183,8 @@ def rss_peak_bytes():
     return peak if sys.platform == 'darwin' else peak * 1024  # Linux reports KiB
 
 
-def bench_one(model_type, model_args, c):
-    """Measure one model; returns a dict of numbers."""
+def bench_one(model_type, model_args, loops, c):
+    """Measure one model, training it at `loops` iterations if given; returns a dict of numbers."""
     device, device_type = c['device'], device_type_of(c['device'])
     if c['threads']:
         torch.set_num_threads(c['threads'])
@@ -172,7 +193,8 @@ def bench_one(model_type, model_args, c):
     ctx = autocast_context(device, c['dtype'])
     rss_before = rss_peak_bytes()
     model = build_model(model_type, model_args).to(device)
-    r = dict(params=model.get_num_params(), flops_per_token=model.flops_per_token())
+    r = dict(params=model.get_num_params(), flops_per_token=model.flops_per_token(n_loop=loops))
+    kwargs = {} if loops is None else {'n_loop': loops}
 
     # training: forward, backward and AdamW step on one random batch, over and over
     B, T = c['batch_size'], c['block_size']
@@ -186,7 +208,7 @@ def bench_one(model_type, model_args, c):
     for i in range(c['warmup_iters'] + c['train_iters']):
         t0 = time.perf_counter()
         with ctx:
-            _, loss = step_model(x, y)
+            _, loss = step_model(x, y, **kwargs)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -196,6 +218,8 @@ def bench_one(model_type, model_args, c):
     r['mem'] = (torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
                 else rss_peak_bytes() - rss_before)
     del optimizer, step_model, loss
+    if c['loop_counts']:
+        return r
 
     # inference: greedy generation from a 1-token prompt, after a short warmup
     model.eval()
@@ -215,14 +239,15 @@ def best_of(runs):
     """One model's rounds combined: the fastest of each timing, the highest memory peak."""
     best = dict(runs[0], mem=max(r['mem'] for r in runs))
     for key in ('train_ms', 'infer_cache_ms', 'infer_ms'):
-        best[key] = min(r[key] for r in runs)
+        if key in best:
+            best[key] = min(r[key] for r in runs)
     return best
 
 
-def run_isolated(model_type, model_args, c):
+def run_isolated(model_type, model_args, loops, c):
     """bench_one in a fresh process: its memory peak and warm caches are its own."""
     with mp.get_context('spawn').Pool(1) as pool:
-        return pool.apply(bench_one, (model_type, model_args, c))
+        return pool.apply(bench_one, (model_type, model_args, loops, c))
 
 
 # -----------------------------------------------------------------------------
@@ -240,16 +265,19 @@ def table(rows, c):
     per = 'token' if c['gen_batch'] == 1 else f"step of {c['gen_batch']}"
     head = ['model', 'params', 'FLOPs/token', 'train ms/iter', 'tokens/s', 'TFLOP/s', 'MFU', 'peak mem',
             f'infer ms/{per} (cache)', f'infer ms/{per} (no cache)', 'cache speedup']
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+    lines = []
     for label, r in rows:
         tok_s = c['batch_size'] * c['block_size'] / (r['train_ms'] / 1000)
         flops = r['flops_per_token'] * tok_s  # achieved model FLOP/s, as GPT.estimate_mfu counts them
         cells = [label, si(r['params']), si(r['flops_per_token']), f"{r['train_ms']:.1f}", f"{tok_s:,.0f}",
                  f"{flops / 1e12:.3f}", f"{flops / c['peak_flops'] * 100:.1f}%" if c['peak_flops'] else '–',
-                 si(r['mem'], 'B'), f"{r['infer_cache_ms']:.2f}", f"{r['infer_ms']:.2f}",
-                 f"{r['infer_ms'] / r['infer_cache_ms']:.1f}x"]
+                 si(r['mem'], 'B')]
+        if 'infer_ms' in r:
+            cells += [f"{r['infer_cache_ms']:.2f}", f"{r['infer_ms']:.2f}", f"{r['infer_ms'] / r['infer_cache_ms']:.1f}x"]
+        else:
+            head = head[:len(cells)]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+    return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)] + lines)
 
 
 def ratios(rows):
@@ -283,17 +311,17 @@ def main(argv):
           f"{c['warmup_iters']}; inference: {c['gen_tokens']} new tokens, batch {c['gen_batch']}, greedy\n",
           flush=True)
     models = models_to_run(c)
-    results = {label: [] for label, _, _ in models}
+    results = {label: [] for label, *_ in models}
     for round in range(c['rounds']):  # interleaved, so a slow spell on a shared machine hits every model
-        for label, model_type, model_args in models:
+        for label, model_type, model_args, loops in models:
             t0 = time.time()
-            results[label].append(run_isolated(model_type, model_args, c))
+            results[label].append(run_isolated(model_type, model_args, loops, c))
             print(f"  round {round + 1}, {label}: {time.time() - t0:.0f}s", file=sys.stderr)
     rows = [(label, best_of(results[label])) for label in results]
     print(table(rows, c))
     for line in ratios(rows):
         print(f"\n{line}")
-    if c['gen_tokens'] > c['block_size']:  # step k runs on the 1-token prompt + k tokens made so far
+    if c['gen_tokens'] > c['block_size'] and not c['loop_counts']:  # step k runs on the 1-token prompt + k tokens made so far
         print(f"\nnote: {c['gen_tokens']} steps outgrow block_size={c['block_size']}: from then on the "
               f"window slides, every position changes, and both paths re-run the whole window each step, so the "
               f"cache speeds up only the first {c['block_size']} of the {c['gen_tokens']} steps.")

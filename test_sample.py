@@ -342,7 +342,7 @@ def test_bench_twins_have_the_same_params_and_the_same_flops():
     import bench
     config = {**bench.config_keys(vars(bench)), 'n_layer': 2, 'n_loop': 3, 'n_prelude': 1, 'n_coda': 1,
               'n_embd': 32, 'n_head': 2, 'block_size': 32}
-    (_, _, p_args), (label, _, l_args), (_, _, d_args) = bench.models_to_run(config)
+    (_, _, p_args, _), (label, _, l_args, _), (_, _, d_args, _) = bench.models_to_run(config)
     same_params, loop, same_depth = (bench.build_model(t, a) for t, a in
                                      [('gpt', p_args), ('loop', l_args), ('gpt', d_args)])
     assert label == 'LoopGPT 2L x3 +1/1' and isinstance(loop, LoopGPT)
@@ -363,3 +363,17 @@ def test_bench_prints_a_table():
                                                           '| GPT 2L (same depth)']
     assert 'LoopGPT / same-params GPT: training x' in r.stdout and 'LoopGPT / same-depth GPT' in r.stdout
     assert '40 steps outgrow block_size=32' in r.stdout
+
+
+def test_bench_trains_at_each_drawn_loop_count():
+    r = subprocess.run([sys.executable, 'bench.py', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
+                        '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
+                        '--rounds=1', '--loop_counts=1,3', '--bptt_loops=2'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split(' | ') for line in r.stdout.splitlines() if line.startswith('| LoopGPT')]
+    assert [row[0] for row in rows] == ['| LoopGPT 1L, 1 loops, backprop through 2',
+                                        '| LoopGPT 1L, 3 loops, backprop through 2']
+    assert len(rows[0]) == 8  # no inference columns
+    model = LoopGPT(GPTConfig(block_size=32, vocab_size=256, n_layer=1, n_head=2, n_embd=32, n_loop=2, bptt_loops=2))
+    import bench
+    assert [row[2] for row in rows] == [bench.si(model.flops_per_token(n_loop=n)) for n in (1, 3)]
