@@ -18,7 +18,7 @@ a test-time loop sweep: its val loss when run with n_loop = 1 .. sweep_to * L, t
 loss of reading out (coda, ln_f, lm_head) after each iteration, and its mean gates |a_n|.
 
     python prepare.py stdlib
-    python experiments.py                 # the paper's grid on stdlib: ~20-25 min on a 2-core CPU
+    python experiments.py                 # the paper's grid on stdlib: ~15-25 min on a 2-core CPU
     python experiments.py --quick         # a smaller grid: a few minutes
 
     python prepare.py hops
@@ -31,7 +31,8 @@ loss of reading out (coda, ln_f, lm_head) after each iteration, and its mean gat
 
 --dataset=hops, --budgets and --recurrent each bring their own defaults (the grid, the
 model size and budget for hops, the out_dir), which --key=value still overrides;
---quick makes a smaller version of any of them. --jobs=2 trains two runs at once.
+--quick makes a smaller version of any of them. --jobs runs that many trainings at once
+(default: 2 on a machine with 2 or more cores, each with threads=1).
 
 Each run is a separate `python train.py --key=value ...` into runs_dir/NAME-sSEED/
 (train.py's output: log.jsonl, last.pt; and train.out, its console output). A run
