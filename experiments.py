@@ -332,16 +332,6 @@ def train_all(cfg, todo, run_dir):
     return done
 
 
-def read_evals(run_dir):
-    """The "eval" rows of train.py's log.jsonl, in order."""
-    with open(os.path.join(run_dir, 'log.jsonl')) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    evals = [r for r in rows if r.get('kind') == 'eval']
-    if not evals:
-        raise RunError(f"{run_dir}/log.jsonl has no eval rows: set eval_interval <= max_iters.")
-    return evals
-
-
 def summarize(run_dir, seed, model, data):
     """The numbers the table and the curves need, from one finished run. The final losses
     are last.pt's on the fixed batches, the same for every run and seed, so the spread over
