@@ -536,10 +536,12 @@ while True:
         speed = f"mfu {mfu * 100:.1f}%" if mfu is not None else f"{flops_per_s / 1e12:.3g} TFLOP/s"
         loop = f", n_loop {loops}" if loop_sampling != 'fixed' else ''
         gates = ' gates ' + ' '.join(f'{g:.2f}' for g in record['gates']) if 'gates' in record else ''
-        # time left: this run's pace so far (evaluations included) over the iterations still to do
+        # time left: this run's pace so far (evaluations included) over the iterations still to do;
+        # none on the first step, whose time is mostly the first evaluation and warm-up
         eta = (time.time() - t_start) / (iter_num - start_iter) * (max_iters - iter_num)
+        eta = f", eta {duration(eta)}" if it > start_iter else ''
         print(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms, {tokens_per_iter / dt:,.0f} tok/s, "
-              f"{speed}{loop}, eta {duration(eta)}{gates}")
+              f"{speed}{loop}{eta}{gates}")
         log(record)
 
 if ddp:
