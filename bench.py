@@ -308,7 +308,8 @@ def main(argv):
     print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'bench.py defaults'}; {hardware}, "
           f"torch {torch.__version__}, {c['dtype']}, compile={c['compile']}; "
           f"training: batch {c['batch_size']} x {c['block_size']}, median of {c['train_iters']} steps after "
-          f"{c['warmup_iters']}; inference: {c['gen_tokens']} new tokens, batch {c['gen_batch']}, greedy\n",
+          f"{c['warmup_iters']}" + ('' if c['loop_counts'] else
+                                    f"; inference: {c['gen_tokens']} new tokens, batch {c['gen_batch']}, greedy") + '\n',
           flush=True)
     models = models_to_run(c)
     results = {label: [] for label, *_ in models}
