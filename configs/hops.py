@@ -3,7 +3,8 @@
 # only partly. experiments.py --dataset=hops trains it next to its twins, with the same
 # settings as here.
 #   python prepare.py hops && python train.py configs/hops.py
-#   python sample.py --out_dir=out-hops --start="1>2 6>5 4>7 2>3 3>6 0>4 7>1 5>0 2h 1" --max_new_tokens=1 --temperature=0
+#   python sample.py --out_dir=out-hops --start="1>2 6>5 4>7 2>3 3>6 0>4 7>1 5>0 2h 1" \
+#       --max_new_tokens=1 --temperature=0 --num_samples=1    # 2 hops from 1: 1>2>3, so "3"
 out_dir = 'out-hops'
 wandb_run_name = 'hops'
 dataset = 'hops'
