@@ -126,7 +126,7 @@ def check_config(c):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
     try:
-        counts = [int(r) for r in c['loop_counts'].split(',')] if c['loop_counts'] else []
+        counts = loop_counts_of(c)
     except ValueError:
         counts = [0]
     if min(counts, default=1) < 1:
@@ -144,6 +144,11 @@ def check_config(c):
     return None
 
 
+def loop_counts_of(c):
+    """loop_counts as a list of ints ([] when not set); ValueError if it is not a list of numbers."""
+    return [int(r) for r in c['loop_counts'].split(',')] if c['loop_counts'] else []
+
+
 def models_to_run(c):
     """[(label, model_type, model_args, loops)]: the configured model, then its GPT twins; or,
     with loop_counts, the LoopGPT once per count. loops: the iterations each training step
@@ -158,8 +163,8 @@ def models_to_run(c):
                      n_coda=c['n_coda'], bptt_loops=c['bptt_loops'])
     if c['loop_counts']:
         bptt = f"backprop through {c['bptt_loops']}" if c['bptt_loops'] else 'backprop through all'
-        return [(f"LoopGPT {c['n_layer']}L{wrap}, {r} loops, {bptt}", 'loop', loop_args, int(r))
-                for r in c['loop_counts'].split(',')]
+        return [(f"LoopGPT {c['n_layer']}L{wrap}, {r} loops, {bptt}", 'loop', loop_args, r)
+                for r in loop_counts_of(c)]
     loop = (f"LoopGPT {c['n_layer']}L x{c['n_loop']}{wrap}", 'loop', loop_args, None)
     if not c['twins']:
         return [loop]
@@ -194,7 +199,6 @@ def bench_one(model_type, model_args, loops, c):
     rss_before = rss_peak_bytes()
     model = build_model(model_type, model_args).to(device)
     r = dict(params=model.get_num_params(), flops_per_token=model.flops_per_token(n_loop=loops))
-    kwargs = {} if loops is None else {'n_loop': loops}
 
     # training: forward, backward and AdamW step on one random batch, over and over
     B, T = c['batch_size'], c['block_size']
@@ -208,7 +212,7 @@ def bench_one(model_type, model_args, loops, c):
     for i in range(c['warmup_iters'] + c['train_iters']):
         t0 = time.perf_counter()
         with ctx:
-            _, loss = step_model(x, y, **kwargs)
+            _, loss = step_model(x, y, n_loop=loops)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -263,26 +267,25 @@ def si(x, unit=''):
 
 def table(rows, c):
     per = 'token' if c['gen_batch'] == 1 else f"step of {c['gen_batch']}"
-    head = ['model', 'params', 'FLOPs/token', 'train ms/iter', 'tokens/s', 'TFLOP/s', 'MFU', 'peak mem',
-            f'infer ms/{per} (cache)', f'infer ms/{per} (no cache)', 'cache speedup']
-    lines = []
+    head = ['model', 'params', 'FLOPs/token', 'train ms/iter', 'tokens/s', 'TFLOP/s', 'MFU', 'peak mem']
+    if not c['loop_counts']:  # --loop_counts measures training only
+        head += [f'infer ms/{per} (cache)', f'infer ms/{per} (no cache)', 'cache speedup']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
     for label, r in rows:
         tok_s = c['batch_size'] * c['block_size'] / (r['train_ms'] / 1000)
         flops = r['flops_per_token'] * tok_s  # achieved model FLOP/s, as GPT.estimate_mfu counts them
         cells = [label, si(r['params']), si(r['flops_per_token']), f"{r['train_ms']:.1f}", f"{tok_s:,.0f}",
                  f"{flops / 1e12:.3f}", f"{flops / c['peak_flops'] * 100:.1f}%" if c['peak_flops'] else '–',
                  si(r['mem'], 'B')]
-        if 'infer_ms' in r:
+        if not c['loop_counts']:
             cells += [f"{r['infer_cache_ms']:.2f}", f"{r['infer_ms']:.2f}", f"{r['infer_ms'] / r['infer_cache_ms']:.1f}x"]
-        else:
-            head = head[:len(cells)]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)] + lines)
+    return '\n'.join(lines)
 
 
-def ratios(rows):
+def ratios(rows, c):
     """The loop overhead: LoopGPT time over each twin's, from this run."""
-    if len(rows) != 3:
+    if len(rows) != 3 or c['loop_counts']:  # only for a LoopGPT between its two twins
         return []
     (_, gpt_p), (_, loop), (_, gpt_d) = rows
     out = []
@@ -320,7 +323,7 @@ def main(argv):
             print(f"  round {round + 1}, {label}: {time.time() - t0:.0f}s", file=sys.stderr)
     rows = [(label, best_of(results[label])) for label in results]
     print(table(rows, c))
-    for line in ratios(rows):
+    for line in ratios(rows, c):
         print(f"\n{line}")
     if c['gen_tokens'] > c['block_size'] and not c['loop_counts']:  # step k runs on the 1-token prompt + k tokens made so far
         print(f"\nnote: {c['gen_tokens']} steps outgrow block_size={c['block_size']}: from then on the "

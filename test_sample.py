@@ -368,12 +368,14 @@ def test_bench_prints_a_table():
 def test_bench_trains_at_each_drawn_loop_count():
     r = subprocess.run([sys.executable, 'bench.py', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
                         '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
-                        '--rounds=1', '--loop_counts=1,3', '--bptt_loops=2'], cwd=ROOT, capture_output=True, text=True)
+                        '--rounds=1', '--loop_counts=1,2,3', '--bptt_loops=2'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rows = [line.split(' | ') for line in r.stdout.splitlines() if line.startswith('| LoopGPT')]
     assert [row[0] for row in rows] == ['| LoopGPT 1L, 1 loops, backprop through 2',
+                                        '| LoopGPT 1L, 2 loops, backprop through 2',
                                         '| LoopGPT 1L, 3 loops, backprop through 2']
     assert len(rows[0]) == 8  # no inference columns
     model = LoopGPT(GPTConfig(block_size=32, vocab_size=256, n_layer=1, n_head=2, n_embd=32, n_loop=2, bptt_loops=2))
     import bench
-    assert [row[2] for row in rows] == [bench.si(model.flops_per_token(n_loop=n)) for n in (1, 3)]
+    assert [row[2] for row in rows] == [bench.si(model.flops_per_token(n_loop=n)) for n in (1, 2, 3)]
+    assert 'LoopGPT / same-params GPT' not in r.stdout  # three rows, but no twins to compare with
