@@ -60,7 +60,7 @@ import torch
 
 from checkpoint import CheckpointError, default_device, load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, config_keys, configure
-from prepare import PrepareError, answer_groups, answer_hits, load_meta
+from dataformat import DataError, answer_groups, answer_hits, fixed_windows, load_meta
 
 # -----------------------------------------------------------------------------
 # settings: python experiments.py [--quick] [--key=value ...]
@@ -351,37 +351,16 @@ def summarize(run_dir, seed, model, data):
 
 
 def fixed_batches(data_dir, dataset, split, n_tokens, batch_size, block_size):
-    """(x, y) batches of (batch_size, block_size) token ids, y = x shifted by one: windows
-    spread evenly over the split, about n_tokens in all (or the whole split if smaller).
-    No randomness: every run and seed is evaluated on the same tokens. On a dataset with
-    answers (hops), windows start on example boundaries and y is -1 off the answers, as in
-    train.py."""
-    path = os.path.join(data_dir, dataset)
-    meta = load_meta(path)
-    groups, _ = answer_groups(meta, block_size)
-    data = np.memmap(os.path.join(path, f'{split}.bin'), dtype=meta['dtype'], mode='r')
-    n_windows = max(min(n_tokens, len(data) - 1) // block_size // batch_size, 1) * batch_size
-    if groups is None:
-        starts = np.linspace(0, len(data) - block_size - 1, n_windows).astype(np.int64)
-    else:
-        length = meta['answers']['example_len']
-        n_examples = (len(data) - block_size - 1) // length + 1  # those a window can start at
-        starts = np.linspace(0, n_examples - 1, min(n_windows, n_examples // batch_size * batch_size))
-        starts = starts.astype(np.int64) * length
-    windows = np.stack([data[i:i + block_size + 1] for i in starts]).astype(np.int64)
-    windows = torch.from_numpy(windows).view(-1, batch_size, block_size + 1)
-    batches = [(w[:, :-1].contiguous(), w[:, 1:].contiguous()) for w in windows]
-    if groups is not None:
-        for _, y in batches:
-            y[:, groups < 0] = -1
-    return batches
+    """dataformat.fixed_windows as torch tensors: the same windows for every run and seed."""
+    windows = fixed_windows(os.path.join(data_dir, dataset), split, n_tokens, batch_size, block_size)
+    return [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in windows]
 
 
 def load_data(cfg):
     """The fixed evaluation batches of both splits, and the dataset's answer groups (or None)."""
     try:  # a missing dataset, or a block_size that does not fit its examples
         groups, names = answer_groups(load_meta(os.path.join(cfg['data_dir'], cfg['dataset'])), cfg['block_size'])
-    except PrepareError as e:
+    except DataError as e:
         raise ConfigError(str(e)) from None
     batches = {split: fixed_batches(cfg['data_dir'], cfg['dataset'], split, cfg['eval_tokens'],
                                     cfg['batch_size'], cfg['block_size']) for split in ('train', 'val')}

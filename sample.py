@@ -30,7 +30,8 @@ from checkpoint import (DTYPES, CheckpointError, autocast_context, default_devic
                         device_type_of, load_checkpoint, model_from_checkpoint)
 from configurator import ConfigError, config_keys, configure
 from model import GPT, LoopGPT
-from prepare import PrepareError, get_tokenizer, load_meta
+from dataformat import DataError, load_meta
+from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'     # 'resume' (out_dir's checkpoint), or GPT-2 weights: 'gpt2' ... 'gpt2-xl' or a local HF directory
@@ -138,7 +139,7 @@ def checkpoint_data_meta(checkpoint, out_dir):
                           f"retrain it with this repo's train.py.")
     try:
         return load_meta(os.path.join(config.get('data_dir', 'data'), config['dataset']))
-    except PrepareError as e:
+    except DataError as e:
         raise SampleError(f"the checkpoint has no tokenizer info, and its dataset's: {e}") from None
 
 
@@ -156,7 +157,7 @@ def set_n_loop(model, n_loop):
 def load_tokenizer(meta, model):
     try:
         tok = get_tokenizer(meta.get('tokenizer'))
-    except PrepareError as e:
+    except DataError as e:
         raise SampleError(e) from None
     if tok.vocab_size > model.config.vocab_size:
         raise SampleError(f"the tokenizer {meta.get('tokenizer')!r} has {tok.vocab_size} tokens but the model "

@@ -22,11 +22,10 @@ import pytest
 import tiktoken
 
 import prepare
-from prepare import PrepareError
+import tokenizer
+from dataformat import SPLITS, DataError, load_meta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-MERGES = [b"th", b"he", b"the", b" the", b"in", b"ing", b" t", b"  ", b"    ", b"\n\n", b"er", b"\xc3\xa9"]
 DOCS = [
     "the cat sat on the mat\n",
     "",  # an empty document still gets its EOT
@@ -35,15 +34,6 @@ DOCS = [
     "numbers 12345 and the thing's 'quotes'",
     "the cat sat on the mat\n",  # a duplicate must survive as a duplicate
 ] + [f"document {i}: the thing in the {'ring ' * i}\n" for i in range(14)]
-
-
-@pytest.fixture(scope="module")
-def enc():
-    ranks = {bytes([i]): i for i in range(256)}
-    for m in MERGES:
-        ranks[m] = len(ranks)
-    return tiktoken.Encoding(name="test", pat_str=GPT2_PAT, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": len(ranks)})
 
 
 def prep(tmp_path, *argv, tokenizer=None):
@@ -79,12 +69,12 @@ def write_docs(path, docs, kind):
 
 
 def assert_meta_matches_files(out_dir, meta):
-    assert prepare.load_meta(out_dir) == meta
+    assert load_meta(out_dir) == meta
     assert {"tokenizer": str, "vocab_size": int, "dtype": str, "train_tokens": int, "val_tokens": int,
             "source": str}.items() <= {k: type(v) for k, v in meta.items()}.items()
     assert meta["eot_token"] is None or isinstance(meta["eot_token"], int)
     assert meta["dtype"] == ("uint16" if meta["vocab_size"] <= 65536 else "uint32")
-    for split in prepare.SPLITS:
+    for split in SPLITS:
         size = os.path.getsize(os.path.join(out_dir, f"{split}.bin"))
         assert size == meta[f"{split}_tokens"] * np.dtype(meta["dtype"]).itemsize > 0
     assert set(os.listdir(out_dir)) == {"train.bin", "val.bin", "meta.json"}  # no tmp files, no scratch dirs
@@ -93,35 +83,12 @@ def assert_meta_matches_files(out_dir, meta):
 # -----------------------------------------------------------------------------
 # tokenizers and cheap import
 
-def test_byte_tokenizer_round_trip():
-    tok = prepare.get_tokenizer("bytes")
-    text = "héllo 日本語 🙂\r\n"
-    ids = tok.encode(text)
-    assert ids == list(text.encode("utf-8")) and (tok.vocab_size, tok.eot_token) == (256, None)
-    assert tok.decode(np.array(ids, dtype=np.uint16)) == text
-    assert tok.decode(ids[:-3] + ids[-2:]) != text  # a cut character decodes to U+FFFD instead of raising
-    assert tok.decode(list(text.encode("utf-8")[:2])) == "h\ufffd"
-
-
-def test_tiktoken_tokenizer_round_trip(enc):
-    tok = prepare.TiktokenTokenizer(enc)
-    for doc in DOCS:
-        assert tok.decode(np.array(tok.encode(doc), dtype=np.uint16)) == doc
-    assert tok.eot_token == enc.n_vocab - 1 and tok.vocab_size == enc.n_vocab
-    assert tok.eot_token not in tok.encode("<|endoftext|>")  # ordinary text, never the separator
-
-
-def test_unknown_tokenizer():
-    with pytest.raises(PrepareError, match="bytes or gpt2"):
-        prepare.get_tokenizer("sentencepiece")
-
-
 def test_gpt2_download_failure_is_one_clear_line(monkeypatch, tmp_path, capsys):
     def offline(name):
         raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
-    with pytest.raises(PrepareError, match="TIKTOKEN_CACHE_DIR"):
-        prepare.get_tokenizer("gpt2")
+    with pytest.raises(DataError, match="TIKTOKEN_CACHE_DIR"):
+        tokenizer.get_tokenizer("gpt2")
     f = tmp_path / "a.txt"
     f.write_text("hello\n")
     assert prepare.main(["text", "--input", str(f), "--data_dir", str(tmp_path / "data")]) == 1
@@ -140,12 +107,12 @@ def test_utf8_check_across_read_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "READ_BYTES", 3)  # characters get cut by block boundaries
     f = tmp_path / "in.txt"
     f.write_bytes("aé日🙂b".encode() * 5)
-    prepare._check_inputs([str(f)], utf8=True)
+    prepare.check_inputs([str(f)], utf8=True)
     for data, where in [("aé日".encode() + b"\xffx", "offset 6"), (b"abc\x80", "offset 3"),
                         ("ab🙂".encode()[:-1], "ends in the middle of a character")]:
         f.write_bytes(data)
-        with pytest.raises(PrepareError, match=where):
-            prepare._check_inputs([str(f)], utf8=True)
+        with pytest.raises(DataError, match=where):
+            prepare.check_inputs([str(f)], utf8=True)
 
 
 def test_pieces_keep_bpe_tokens(enc):
@@ -174,7 +141,7 @@ def test_openwebtext_round_trip(tmp_path, enc, kind):
     assert meta["eot_token"] == enc.eot_token and meta["source"] == f"openwebtext: {path}"
     assert meta["documents"] == {"train": len(DOCS) - 1, "val": 1}  # 0.0005 of 20 documents rounds up to 1
     got = []
-    for split in prepare.SPLITS:
+    for split in SPLITS:
         docs = [enc.decode(d) for d in split_on(tokens(out, split, meta), enc.eot_token)]
         assert len(docs) == meta["documents"][split]
         got += docs
@@ -199,7 +166,7 @@ def test_openwebtext_text_column_and_txt_files(tmp_path, enc):
     path = str(tmp_path / "docs.parquet")
     pq.write_table(pa.table({"content": DOCS[:4]}), path)
     args = ["openwebtext", "--data_files", path, "--cache_dir", str(tmp_path / "hf"), "--num_proc", "1"]
-    with pytest.raises(PrepareError, match="no column 'text' .*content.*--text_column"):
+    with pytest.raises(DataError, match="no column 'text' .*content.*--text_column"):
         prep(tmp_path, *args, tokenizer=enc)
     meta = prep(tmp_path, *args, "--text_column", "content", tokenizer=enc)
     assert meta["documents"] == {"train": 3, "val": 1}
@@ -211,7 +178,7 @@ def test_openwebtext_text_column_and_txt_files(tmp_path, enc):
     meta = prep(tmp_path, "openwebtext", "--data_files", *txts, "--cache_dir", str(tmp_path / "hf"),
                 "--num_proc", "1", "--out_name", "txt", tokenizer=enc)
     out = tmp_path / "data" / "txt"
-    got = [enc.decode(d) for s in prepare.SPLITS for d in split_on(tokens(out, s, meta), enc.eot_token)]
+    got = [enc.decode(d) for s in SPLITS for d in split_on(tokens(out, s, meta), enc.eot_token)]
     assert sorted(got) == sorted(pathlib.Path(t).read_text() for t in txts)
 
 
@@ -246,87 +213,10 @@ def test_stdlib_round_trip_and_deterministic(tmp_path):
     train, val = prepare.split_files(files, 0.01, prepare.SEED)
     assert sorted(train + val) == files and not set(train) & set(val) and len(val) >= 1
     assert meta["documents"] == {"train": len(train), "val": len(val)}
-    for split, paths in zip(prepare.SPLITS, (train, val)):  # exact bytes, in order, no separators
+    for split, paths in zip(SPLITS, (train, val)):  # exact bytes, in order, no separators
         assert tokens(out, split, meta).astype(np.uint8).tobytes() == b"".join(pathlib.Path(p).read_bytes() for p in paths)
     prep(tmp_path, "stdlib", "--out_name", "again")  # the split and the files do not change between runs
     assert contents(tmp_path / "data" / "again") == contents(out)
-
-
-# -----------------------------------------------------------------------------
-# hops: the synthetic multi-hop task
-
-HOPS = ["hops", "--nodes", "6", "--hops", "3", "--queries", "5", "--train_examples", "3000", "--val_examples", "500"]
-
-
-def hops_examples(out, split, meta):
-    return tokens(out, split, meta).reshape(-1, meta["answers"]["example_len"])
-
-
-def follow(edges, start, hops):
-    node = start
-    for _ in range(hops):
-        node = edges[node]
-    return node
-
-
-def test_hops_is_deterministic_and_correct(tmp_path):
-    meta = prep(tmp_path, *HOPS)
-    out = tmp_path / "data" / "hops"
-    assert_meta_matches_files(out, meta)
-    K, H, Q = 6, 3, 5
-    tok = prepare.get_tokenizer(meta["tokenizer"])
-    assert meta["tokenizer"] == "hops-6-3" and meta["vocab_size"] == K + H + K * K == tok.vocab_size
-    assert meta["answers"] == {"example_len": K + 3 * Q,
-                               "groups": {"1 hop": [7, 16], "2 hops": [10, 19], "3 hops": [13]}}
-    cycles = {}
-    for split in prepare.SPLITS:
-        examples = hops_examples(out, split, meta)
-        assert len(examples) == {"train": 3000, "val": 500}[split]
-        for ex in examples[:200]:
-            words = tok.decode(ex).split()
-            assert tok.encode(" ".join(words)) == ex.tolist()  # the tokenizer round trip
-            edges = dict(tuple(map(int, w.split(">"))) for w in words[:K])
-            assert sorted(edges) == list(range(K)) and follow(edges, 0, K) == 0  # one cycle through all K nodes
-            assert all(follow(edges, 0, n) != 0 for n in range(1, K))
-            starts = set()
-            for j in range(Q):
-                hop, a, answer = words[K + 3 * j:K + 3 * j + 3]
-                assert hop == f"{1 + j % H}h" and int(answer) == follow(edges, int(a), 1 + j % H)
-                starts.add(a)
-            assert len(starts) == Q  # every query starts at a different node
-            cycles.setdefault(split, set()).add(tuple(sorted(edges.items())))
-    assert not cycles["train"] & cycles["val"]  # disjoint cycles (on the 200 read of each)
-    # the answer groups mark exactly the positions whose target is an answer
-    groups, names = prepare.answer_groups(meta, 2 * (K + 3 * Q))
-    assert names == ["1 hop", "2 hops", "3 hops"] and len(groups) == 2 * (K + 3 * Q)
-    assert [int(p) for p in np.flatnonzero(groups >= 0)] == [7, 10, 13, 16, 19, 28, 31, 34, 37, 40]
-    with pytest.raises(PrepareError, match="block_size=20 is not a multiple"):
-        prepare.answer_groups(meta, 20)
-    # the same command writes the same bytes; another seed, other examples
-    prep(tmp_path, *HOPS, "--out_name", "again")
-    assert contents(tmp_path / "data" / "again") == contents(out)
-    prep(tmp_path, *HOPS, "--seed", "7", "--out_name", "other")
-    assert (tmp_path / "data" / "other" / "val.bin").read_bytes() != (out / "val.bin").read_bytes()
-
-
-def test_hops_disjoint_cycles_over_all_of_them(tmp_path):
-    """With 5 nodes there are only 24 cycles: every one of them lands in exactly one split."""
-    meta = prep(tmp_path, "hops", "--nodes", "5", "--hops", "2", "--queries", "2", "--train_examples", "2000",
-                "--val_examples", "300", "--val_fraction", "0.3")
-    seen = {}
-    for split in prepare.SPLITS:
-        examples = hops_examples(tmp_path / "data" / "hops", split, meta)
-        seen[split] = {tuple(sorted(ex[:5].tolist())) for ex in examples}  # the edge tokens: the cycle
-    assert not seen["train"] & seen["val"] and len(seen["train"] | seen["val"]) == 24
-    assert 3 <= len(seen["val"]) <= 15
-
-
-def test_answer_hits_counts_only_answers():
-    groups = np.array([-1, 0, -1, 1, 1, -1])
-    targets = np.array([[-1, 4, -1, 2, 3, -1], [-1, 5, -1, 2, 2, -1]])
-    predictions = np.array([[9, 4, 9, 2, 0, 9], [-1, 1, -1, 2, 2, -1]])  # off the answers: anything
-    hits, answers = prepare.answer_hits(predictions, targets, groups)
-    assert hits.tolist() == [1, 3] and answers.tolist() == [2, 4]
 
 
 def test_split_files_is_seeded():
@@ -334,7 +224,7 @@ def test_split_files_is_seeded():
     assert prepare.split_files(files, 0.1, 1) == prepare.split_files(files, 0.1, 1)
     assert prepare.split_files(files, 0.1, 1) != prepare.split_files(files, 0.1, 2)
     assert len(prepare.split_files(files[:2], 0.001, 1)[1]) == 1  # at least one val file
-    with pytest.raises(PrepareError):
+    with pytest.raises(DataError):
         prepare.split_files(files[:1], 0.5, 1)
 
 
@@ -349,7 +239,7 @@ def test_text_bytes_round_trip(tmp_path):
     assert_meta_matches_files(out, meta)
     total = sum(map(len, data))
     assert meta["val_tokens"] == round(total * 0.1) and meta["train_tokens"] + meta["val_tokens"] == total
-    ids = np.concatenate([tokens(out, s, meta) for s in prepare.SPLITS])
+    ids = np.concatenate([tokens(out, s, meta) for s in SPLITS])
     assert ids.astype(np.uint8).tobytes() == b"".join(data)  # exact, including the bytes that are not UTF-8
     before = contents(out)
     prep(tmp_path, "text", "--input", *paths, "--tokenizer", "bytes", "--force")
@@ -369,7 +259,7 @@ def test_text_bpe_pieces_and_parallel(tmp_path, enc, monkeypatch):
         runs[n] = contents(tmp_path / "data" / f"t{n}")
     assert runs[1] == runs[2]
     out = tmp_path / "data" / "t1"
-    ids = np.concatenate([tokens(out, s, meta) for s in prepare.SPLITS]).tolist()
+    ids = np.concatenate([tokens(out, s, meta) for s in SPLITS]).tolist()
     assert ids == [t for text in texts for t in enc.encode_ordinary(text) + [enc.eot_token]]
     assert meta["val_tokens"] == round(len(ids) * 0.1)
 
@@ -402,8 +292,8 @@ def test_interrupted_stdlib_leaves_nothing_and_rerun_is_identical(tmp_path, monk
     assert "interrupted" in capsys.readouterr().err
     out = tmp_path / "data" / "stdlib"
     assert_nothing_left(out)
-    with pytest.raises(PrepareError, match="python prepare.py stdlib"):
-        prepare.load_meta(out)
+    with pytest.raises(DataError, match="python prepare.py stdlib"):
+        load_meta(out)
     prep(tmp_path, "stdlib")  # no --force needed: nothing complete was there
     assert contents(out) == contents(tmp_path / "data" / "reference")
 
@@ -440,7 +330,7 @@ def test_interrupted_force_keeps_the_old_output(tmp_path, monkeypatch):
         interrupt_writing(m, "val")
         with pytest.raises(KeyboardInterrupt):
             prep(tmp_path, "stdlib", "--force")
-    assert contents(out) == before and prepare.load_meta(out) == meta  # still complete and valid
+    assert contents(out) == before and load_meta(out) == meta  # still complete and valid
 
 
 def test_skip_force_and_changed_settings(tmp_path, capsys):
@@ -451,24 +341,17 @@ def test_skip_force_and_changed_settings(tmp_path, capsys):
     prep(tmp_path, "stdlib")
     assert "already prepared" in capsys.readouterr().out
     assert mtimes == {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out)}
-    with pytest.raises(PrepareError, match=r"val_fraction: 0.01 -> 0.05.*--force"):
+    with pytest.raises(DataError, match=r"val_fraction: 0.01 -> 0.05.*--force"):
         prep(tmp_path, "stdlib", "--val_fraction", "0.05")
     meta = prep(tmp_path, "stdlib", "--val_fraction", "0.05", "--force")
-    assert meta["settings"]["val_fraction"] == 0.05 and prepare.load_meta(out) == meta
+    assert meta["settings"]["val_fraction"] == 0.05 and load_meta(out) == meta
     # a damaged output is not complete: load_meta refuses it and a plain rerun rebuilds it
     with open(out / "val.bin", "r+b") as f:
         f.truncate(10)
-    with pytest.raises(PrepareError, match="incomplete.*--force"):
-        prepare.load_meta(out)
+    with pytest.raises(DataError, match="incomplete.*--force"):
+        load_meta(out)
     assert prep(tmp_path, "stdlib", "--val_fraction", "0.05") == meta
-    assert prepare.load_meta(out) == meta
-
-
-def test_load_meta_names_the_command(tmp_path):
-    with pytest.raises(PrepareError, match=r"run `python prepare.py stdlib --data_dir "):
-        prepare.load_meta(tmp_path / "stdlib")
-    with pytest.raises(PrepareError, match=r"python prepare.py text --input FILE \.\.\. --out_name mine"):
-        prepare.load_meta(tmp_path / "mine")
+    assert load_meta(out) == meta
 
 
 class HugeIdTokenizer:
@@ -483,7 +366,7 @@ def test_token_id_that_does_not_fit(tmp_path):
     for i, t in enumerate(["fine\n", "bad\n"]):
         (tmp_path / f"{i}.txt").write_text(t)
         paths.append(str(tmp_path / f"{i}.txt"))
-    with pytest.raises(PrepareError, match="token id 70000 does not fit.*vocab_size is 300.*uint16"):
+    with pytest.raises(DataError, match="token id 70000 does not fit.*vocab_size is 300.*uint16"):
         prep(tmp_path, "text", "--input", *paths, "--num_proc", "1", tokenizer=HugeIdTokenizer())
     assert_nothing_left(tmp_path / "data" / "text")
 
@@ -513,13 +396,3 @@ def test_user_errors_are_one_line(tmp_path, capsys, argv, message):
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not os.path.exists(tmp_path / "data") or not any(
         n.endswith((".bin", ".json")) for _, _, fs in os.walk(tmp_path / "data") for n in fs)
-
-
-def test_bench_runs(tmp_path, enc, capsys):
-    paths = []
-    for i in range(3):
-        (tmp_path / f"{i}.txt").write_text("".join(DOCS) * 5)
-        paths.append(str(tmp_path / f"{i}.txt"))
-    rates = prepare.run(["bench", "--input", *paths, "--num_proc", "1", "2"], tokenizer=enc)
-    assert set(rates) == {1, 2} and min(rates.values()) > 0
-    assert "tokens/s" in capsys.readouterr().out

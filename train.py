@@ -37,7 +37,7 @@ from checkpoint import (DTYPES, CheckpointError, autocast_context, default_devic
                         peak_flops_of, save_checkpoint)
 from configurator import ConfigError, config_keys, configure
 from model import GPT, Block, build_model
-from prepare import PrepareError, answer_groups, answer_hits, load_meta
+from dataformat import DataError, answer_groups, answer_hits, load_meta
 
 # -----------------------------------------------------------------------------
 # default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value.
@@ -187,7 +187,7 @@ ctx = autocast_context(device, dtype)
 data_path = os.path.join(data_dir, dataset)
 try:
     meta = load_meta(data_path)  # checks that train.bin and val.bin are complete
-except PrepareError as e:
+except DataError as e:
     die(e)
 if not {'tokenizer', 'vocab_size'} <= set(meta):
     die(f"{data_path}/meta.json lacks tokenizer or vocab_size: prepare {dataset} again with prepare.py.")
@@ -202,7 +202,7 @@ vocab_size = meta['vocab_size'] if meta['tokenizer'] != 'gpt2' else -(-meta['voc
 # a dataset of examples with answers (hops): the answer group of each target position, -1 = no loss
 try:
     groups, group_names = answer_groups(meta, block_size)  # (block_size,) int64, names; or None, None
-except PrepareError as e:
+except DataError as e:
     die(e)
 example_len = meta['answers']['example_len'] if groups is not None else 1
 
