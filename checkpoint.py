@@ -31,6 +31,12 @@ def save_checkpoint(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as e:
+        # torch's zip writer reports a write that failed (a full disk) as a RuntimeError whose
+        # context is the OSError: raise that, so a failed write is always an OSError to callers
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from None
+        raise
     finally:
         if os.path.exists(tmp):  # the save failed part-way: drop the partial file
             os.remove(tmp)

@@ -292,10 +292,19 @@ def failing_save(obj, f, *args, **kwargs):
     raise OSError(errno.ENOSPC, 'No space left on device')
 
 
-def test_failed_save_keeps_last_checkpoint(runs, data_dir, tmp_path):
+def failing_save_as_torch_does(obj, f, *args, **kwargs):
+    """torch's zip writer: the OSError of the failed write becomes the context of a RuntimeError."""
+    try:
+        failing_save(obj, f)
+    except OSError:
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662')
+
+
+@pytest.mark.parametrize('save', [failing_save, failing_save_as_torch_does], ids=['OSError', 'RuntimeError'])
+def test_failed_save_keeps_last_checkpoint(runs, data_dir, tmp_path, save):
     out = shutil.copytree(runs['half'], tmp_path / 'out')
     before = model_state(out)
-    with mock.patch.object(torch, 'save', failing_save):  # the torch.save inside save_checkpoint
+    with mock.patch.object(torch, 'save', save):  # the torch.save inside save_checkpoint
         result = train_here(data_dir, out, *runs['model'], '--init_from=resume', f'--max_iters={2 * N}')
     assert_one_line_error(result, f"cannot write {out / 'last.pt'} (No space left on device)")
     ckpt = load_checkpoint(str(out), 'last')

@@ -40,57 +40,58 @@ from model import GPT, Block, build_model
 from dataformat import DataError, answer_groups, answer_hits, load_meta
 
 # -----------------------------------------------------------------------------
-# default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value.
+# default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value;
+# an unknown key or a value of the wrong type stops the run at once, naming the closest keys.
 # I/O
-out_dir = 'out'
-eval_interval = 2000
-log_interval = 1
-eval_iters = 200
-eval_only = False        # evaluate once (e.g. a resumed checkpoint or GPT-2), then exit
+out_dir = 'out'          # checkpoints (last.pt, best.pt) and log.jsonl go here
+eval_interval = 2000     # evaluate, log and save last.pt every this many iterations, and at the end
+log_interval = 1         # print and log a training line every this many iterations
+eval_iters = 200         # batches per split in each evaluation (the same batches every time)
+eval_only = False        # evaluate once (e.g. a resumed checkpoint or GPT-2) and exit, writing nothing
 init_from = 'scratch'    # 'scratch', 'resume' (out_dir/last.pt), or GPT-2 weights: 'gpt2', 'gpt2-medium', ... or a local HF directory
 # wandb logging
-wandb_log = False        # off by default; wandb is imported only when on
+wandb_log = False        # off by default; wandb is imported only when on (pip install wandb)
 wandb_project = 'loopgpt'
 wandb_run_name = 'gpt2'
 # data
-dataset = 'openwebtext'
+dataset = 'openwebtext'  # a folder under data_dir written by prepare.py
 data_dir = 'data'        # data read from data_dir/dataset/
 gradient_accumulation_steps = 5 * 8  # micro-batches per iteration in all, shared out among the DDP processes
 batch_size = 12          # sequences per micro-batch
-block_size = 1024
+block_size = 1024        # context length
 # model
-model_type = 'auto'      # 'gpt', 'loop', or 'auto': 'loop' if n_loop > 1 or n_prelude or n_coda > 0
-n_layer = 12
+model_type = 'auto'      # 'gpt', 'loop', or 'auto': 'loop' if n_loop > 1 or any other loop setting is on
+n_layer = 12             # blocks (for a LoopGPT: the shared blocks of the loop)
 n_head = 12
 n_embd = 768
-dropout = 0.0            # 0 for pretraining, 0.1+ for finetuning
+dropout = 0.0            # 0 for pretraining, 0.1+ for finetuning; a resume may change it
 bias = True              # biases in Linear and LayerNorm, as GPT-2
 n_loop = 1               # LoopGPT: times the n_layer shared blocks are applied
 n_prelude = 0            # LoopGPT: unshared blocks before the loop
 n_coda = 0               # LoopGPT: unshared blocks after the loop
-learn_gates = True       # LoopGPT: False freezes the gates at 1
+learn_gates = True       # LoopGPT: False freezes the gates at 1 (an ablation)
 input_injection = False  # LoopGPT: feed the input x_0 into every iteration (model.py: LoopGPT.loop)
-# LoopGPT recurrent-depth training: off by default
+# LoopGPT recurrent-depth training: off by default; a resume may change these two
 loop_sampling = 'fixed'  # 'fixed': n_loop iterations; 'poisson': drawn per iteration, mean n_loop (LoopGPT.draw_n_loop)
 bptt_loops = 0           # backprop through the last k iterations only; 0: through all
 # AdamW optimizer
-learning_rate = 6e-4
-max_iters = 600000
-weight_decay = 1e-1      # on weight matrices only
+learning_rate = 6e-4     # peak learning rate
+max_iters = 600000       # iterations to train
+weight_decay = 1e-1      # on weight matrices only (model.py: GPT.configure_optimizers)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0          # clip gradients at this norm; 0 disables
 # learning rate: linear warmup, then cosine decay to min_lr
-decay_lr = True
+decay_lr = True          # False: learning_rate throughout
 warmup_iters = 2000
-lr_decay_iters = 600000  # ~= max_iters, per Chinchilla
+lr_decay_iters = 600000  # the cosine reaches min_lr here; ~= max_iters, per Chinchilla
 min_lr = 6e-5            # ~= learning_rate / 10, per Chinchilla
-# system
+# system: device, dtype and compile follow the machine unless set
 device = default_device()          # 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = default_dtype(device)      # 'float32', 'bfloat16' or 'float16' (autocast; float16 adds a GradScaler)
 compile = device_type_of(device) == 'cuda'  # torch.compile: faster on GPUs, slow to start
 peak_flops = 0.0         # peak FLOP/s of one device, for MFU; 0: known CUDA GPUs in bf16/fp16, else no MFU
-seed = 1337
+seed = 1337              # model init, data order, dropout, drawn loop counts
 # -----------------------------------------------------------------------------
 
 ARCHITECTURE = ('model_type', 'block_size', 'n_layer', 'n_head', 'n_embd', 'bias',
