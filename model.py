@@ -320,7 +320,8 @@ class GPT(nn.Module):
                 logits, _ = self(idx, kv_cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], kv_cache=cache)
-            idx_next = self.sample_next(logits[:, -1, :], temperature, top_k, top_p)
+            # in fp32: under autocast the logits are bf16, too coarse for top-p's sums and argmax's ties
+            idx_next = self.sample_next(logits[:, -1, :].float(), temperature, top_k, top_p)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
 
