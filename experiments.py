@@ -77,6 +77,7 @@ budgets = ''                   # token-budget sweep, e.g. '1,4,16': every run at
 recurrent = ''                 # 'kxL': k⊗L trained with loop_sampling='poisson', without and with
                                # input_injection, next to the fixed k⊗L ('' = skip)
 bptt_loops = 0                 # train.py's bptt_loops for the recurrent runs (0: backprop through all)
+loop_norm = False              # train.py's loop_norm for the recurrent runs (all three): deep recurrence
 sweep_to = 2                   # test-time loop sweep: n_loop = 1 .. sweep_to x the trained count
 n_seeds = 2                    # seeds seed, seed+1, ...: every run is trained once per seed
 seed = 1337
@@ -156,6 +157,7 @@ class Run:
     loop_sampling: str = 'fixed'    # recurrent-depth training (train.py)
     input_injection: bool = False
     bptt_loops: int = 0
+    loop_norm: bool = False
     budget: int = 1           # trained for budget x max_iters iterations
 
     @property
@@ -188,6 +190,10 @@ def sampled(k, L, input_injection, bptt_loops):
     name = f'loop{k}x{L}-poisson' + '-inject' * input_injection + (f'-bptt{bptt_loops}' if bptt_loops else '')
     label = f'{k}⊗{L} poisson' + ' +x0' * input_injection + (f' bptt {bptt_loops}' if bptt_loops else '')
     return Run(name, label, k, L, loop_sampling='poisson', input_injection=input_injection, bptt_loops=bptt_loops)
+
+
+def with_norm(run):
+    return replace(run, name=f'{run.name}-norm', label=f'{run.label} +norm', loop_norm=True)
 
 
 def with_budget(run, b):
@@ -239,9 +245,11 @@ def make_grid(cfg):
                         if r != pc and r.depth == pc.depth and r.learn_gates]
     if cfg['recurrent']:
         k, L = parse_pair(cfg['recurrent'], 'recurrent')
-        variants = [sampled(k, L, inject, cfg['bptt_loops']) for inject in (False, True)]
-        runs += [loop(k, L)] + variants
-        comparisons += [(v, loop(k, L), 'parameters, mean loop count') for v in variants]
+        fixed, variants = loop(k, L), [sampled(k, L, inject, cfg['bptt_loops']) for inject in (False, True)]
+        if cfg.get('loop_norm'):
+            fixed, variants = with_norm(fixed), [with_norm(v) for v in variants]
+        runs += [fixed] + variants
+        comparisons += [(v, fixed, 'parameters, mean loop count') for v in variants]
     runs = list(dict.fromkeys(runs))
     if not runs:
         raise ConfigError("nothing to train: give pairs, ablate_gates, prelude_coda or recurrent.")
@@ -274,6 +282,8 @@ def train_command(cfg, run, seed, run_dir):
     )
     if run.loop_sampling != 'fixed':
         args.update(loop_sampling=run.loop_sampling, input_injection=run.input_injection, bptt_loops=run.bptt_loops)
+    if run.loop_norm:  # only when on: the argv of earlier runs, and so their reuse, stays as it was
+        args.update(loop_norm=True)
     return [f'--{k}={v}' for k, v in args.items()] + shlex.split(cfg['train_args'])
 
 

@@ -8,6 +8,7 @@ import runpy
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from model import GPT, GPTConfig, LoopGPT, build_model
 
@@ -251,6 +252,47 @@ def test_input_injection_starts_as_the_paper_loop_and_follows_its_equation():
     # the map is not weight-decayed (it starts at [I 0]: decay would pull the state to 0)
     decay = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups[0]['params']
     assert not any(p is model.transformer.inject.weight for p in decay)
+
+
+@pytest.mark.parametrize('inject', [False, True])
+def test_loop_norm_follows_its_equation(inject):
+    """h_n = LN(h_{n-1} + a_n ⊙ (B(u) - h_{n-1})), u = h_{n-1} or W [h_{n-1}; x_0], one LayerNorm for
+    every iteration, h_0 = a_0 ⊙ x_0 left as it is; computed here with F.layer_norm."""
+    model = make(LoopGPT, n_loop=3, loop_norm=True, input_injection=inject)
+    plain = make(LoopGPT, n_loop=3, input_injection=inject)
+    C = SMALL['n_embd']
+    assert model.get_num_params() - plain.get_num_params() == 2 * C  # the norm's gain and bias
+    assert make(LoopGPT, n_loop=3, loop_norm=True, bias=False).get_num_params() - \
+        make(LoopGPT, n_loop=3, bias=False).get_num_params() == C
+    randomize_gates(model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a gain and bias away from (1, 0), and an injection map away from [I 0]
+        model.transformer.ln_loop.weight.copy_(torch.rand(C, generator=g) + 0.5)
+        model.transformer.ln_loop.bias.copy_(torch.randn(C, generator=g) * 0.3)
+        if inject:
+            model.transformer.inject.weight.add_(torch.randn(C, 2 * C, generator=g) * 0.1)
+    ln = model.transformer.ln_loop
+    a, B = model.gates.detach(), shared_stack(model)
+    idx = random_idx()
+    x0 = model.embed(idx)
+    h = a[0] * x0
+    for n in range(1, 4):
+        u = model.transformer.inject(torch.cat((h, x0), dim=-1)) if inject else h
+        h = F.layer_norm(h + a[n] * (B(u) - h), (C,), ln.weight, ln.bias, eps=1e-5)
+    torch.testing.assert_close(model.loop(x0), h, atol=1e-5, rtol=0)
+    torch.testing.assert_close(all_logits(model, idx), model.lm_head(model.transformer.ln_f(h)), atol=1e-5, rtol=0)
+    # the norm is a 1-D parameter: not weight-decayed
+    decay = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups[0]['params']
+    assert not any(p is ln.weight or p is ln.bias for p in decay)
+
+
+def test_loop_norm_off_adds_nothing():
+    """loop_norm=False is the model without the option: the same parameters, the same outputs."""
+    default, off = make(LoopGPT, n_loop=3), make(LoopGPT, n_loop=3, loop_norm=False)
+    assert 'transformer.ln_loop.weight' not in dict(default.named_parameters())
+    assert all(torch.equal(p, q) for p, q in zip(default.state_dict().values(), off.state_dict().values()))
+    idx = random_idx()
+    assert torch.equal(all_logits(default, idx), all_logits(off, idx))
 
 
 @pytest.mark.parametrize('inject', [False, True])

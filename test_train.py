@@ -35,8 +35,10 @@ TINY = ['--dataset=stdlib', '--n_head=2', '--n_embd=32', '--block_size=32', '--b
         '--warmup_iters=2', f'--lr_decay_iters={2 * N}', f'--eval_interval={N}', '--eval_iters=4',
         '--log_interval=1', '--device=cpu', '--dtype=float32', '--compile=False']
 MODELS = {'gpt': ['--n_layer=2'], 'loop': ['--n_layer=1', '--n_loop=3'],
-          # recurrent-depth training: loop counts drawn per iteration, truncated backprop, x_0 injected
-          'sampled': ['--n_layer=1', '--n_loop=3', '--loop_sampling=poisson', '--bptt_loops=2', '--input_injection=True']}
+          # recurrent-depth training: loop counts drawn per iteration, truncated backprop, x_0 injected,
+          # the state normalised after every iteration
+          'sampled': ['--n_layer=1', '--n_loop=3', '--loop_sampling=poisson', '--bptt_loops=2', '--input_injection=True',
+                      '--loop_norm=True']}
 TIMING = ('dt_ms', 'tok_s', 'tflops', 'mfu', 'time_s')  # the only log fields allowed to differ between runs
 
 

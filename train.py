@@ -71,6 +71,7 @@ n_prelude = 0            # LoopGPT: unshared blocks before the loop
 n_coda = 0               # LoopGPT: unshared blocks after the loop
 learn_gates = True       # LoopGPT: False freezes the gates at 1 (an ablation)
 input_injection = False  # LoopGPT: feed the input x_0 into every iteration (model.py: LoopGPT.loop)
+loop_norm = False        # LoopGPT: a LayerNorm on the state after every iteration (model.py: LoopGPT.loop)
 # LoopGPT recurrent-depth training: off by default; a resume may change these two
 loop_sampling = 'fixed'  # 'fixed': n_loop iterations; 'poisson': drawn per iteration, mean n_loop (LoopGPT.draw_n_loop)
 bptt_loops = 0           # backprop through the last k iterations only; 0: through all
@@ -95,8 +96,9 @@ seed = 1337              # model init, data order, dropout, drawn loop counts
 # -----------------------------------------------------------------------------
 
 ARCHITECTURE = ('model_type', 'block_size', 'n_layer', 'n_head', 'n_embd', 'bias',
-                'n_loop', 'n_prelude', 'n_coda', 'learn_gates', 'input_injection')
-LOOP_SETTINGS = {'n_prelude': 0, 'n_coda': 0, 'input_injection': False, 'loop_sampling': 'fixed', 'bptt_loops': 0}
+                'n_loop', 'n_prelude', 'n_coda', 'learn_gates', 'input_injection', 'loop_norm')
+LOOP_SETTINGS = {'n_prelude': 0, 'n_coda': 0, 'input_injection': False, 'loop_norm': False, 'loop_sampling': 'fixed',
+                 'bptt_loops': 0}
 
 
 def die(message):
@@ -248,7 +250,7 @@ def eval_rng(split, k):
 # --- model ---
 model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, dropout=dropout, bias=bias, n_loop=n_loop, n_prelude=n_prelude,
-                  n_coda=n_coda, learn_gates=learn_gates, input_injection=input_injection,
+                  n_coda=n_coda, learn_gates=learn_gates, input_injection=input_injection, loop_norm=loop_norm,
                   loop_sampling=loop_sampling, bptt_loops=bptt_loops)
 TRAINING_ARGS = ('dropout', 'loop_sampling', 'bptt_loops')  # model_args a resumed run may change
 iter_num, best_val_loss, tokens_seen, flops_seen, time_before = 0, float('inf'), 0, 0, 0.0
@@ -268,8 +270,8 @@ elif init_from == 'resume':
             f"but {data_path} holds {meta['tokenizer']} tokens (vocab {meta['vocab_size']}): "
             f"resume on a dataset with the checkpoint's tokenizer.")
     # and the config must describe the model the checkpoint was trained with (dropout may change)
-    # (checkpoints from before input_injection existed were trained without it)
-    old = {'input_injection': False, **ckpt['model_args'], 'model_type': ckpt['model_type'],
+    # (checkpoints from before input_injection and loop_norm existed were trained without them)
+    old = {'input_injection': False, 'loop_norm': False, **ckpt['model_args'], 'model_type': ckpt['model_type'],
            **(ckpt.get('config') or {})}
     diff = [k for k in ARCHITECTURE if old.get(k) != config[k]]
     if diff:
