@@ -7,6 +7,7 @@ depth (as many blocks as the loop runs), on synthetic data.
     python bench.py configs/loop6.py --batch_size=12   # loop6 next to gpt6 and the 12-layer GPT-2
     python bench.py --n_layer=2 --n_loop=4 --gen_batch=10
     python bench.py --loop_counts=2,4,8,16 --bptt_loops=2  # recurrent-depth training: cost vs drawn count
+    python bench.py --exit_threshold=5e-4    # also: generation with per-token exit, and at each fixed count
 
 Config files given on the command line describe the model: only their model keys
 (n_layer, n_head, n_embd, n_loop, n_prelude, n_coda, bias, block_size) and dataset
@@ -53,7 +54,7 @@ import torch
 from checkpoint import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
                         peak_flops_of)
 from configurator import ConfigError, config_keys, configure
-from model import build_model
+from model import ExitRule, build_model
 
 # -----------------------------------------------------------------------------
 # the model (defaults: configs/tiny.py overrides these when it exists)
@@ -76,6 +77,8 @@ train_iters = 10
 # inference benchmark
 gen_tokens = 0           # new tokens per generation, after a 1-token prompt; 0: fill the context (block_size - 1)
 gen_batch = 1            # sequences generated together (sample.py generates its num_samples as one batch)
+exit_threshold = 0.0     # > 0: also time the LoopGPT's generation with per-token exit (kl < this), and at
+                         # each fixed count 1 .. n_loop; 0: skip
 # system
 device = default_device()
 dtype = default_dtype(device)               # 'float32', 'bfloat16' or 'float16' (autocast)
@@ -122,7 +125,7 @@ def check_config(c):
                 'train_iters', 'gen_batch', 'rounds'):
         if c[key] < 1:
             return f"{key} must be at least 1, not {c[key]}."
-    for key in ('n_prelude', 'n_coda', 'warmup_iters', 'bptt_loops'):
+    for key in ('n_prelude', 'n_coda', 'warmup_iters', 'bptt_loops', 'exit_threshold'):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
     try:
@@ -236,14 +239,38 @@ def bench_one(model_type, model_args, loops, c):
             model.generate(prompt, c['gen_tokens'], temperature=0, use_cache=use_cache)
             sync(device)
         r['infer_cache_ms' if use_cache else 'infer_ms'] = (time.perf_counter() - t0) / c['gen_tokens'] * 1000
+    if c['exit_threshold'] and model_type == 'loop':
+        r.update(exit_timings(model, prompt, c, ctx))
+    return r
+
+
+def exit_timings(model, prompt, c, ctx):
+    """Generation ms/token with the cache at each fixed count n = 1 .. n_loop, and with per-token
+    exit (kl < exit_threshold, at most n_loop iterations), and the exit's mean iterations per token."""
+    def ms_per_token(**kw):
+        with torch.no_grad(), ctx:
+            model.generate(prompt, min(c['gen_tokens'], 16), temperature=0, **kw)
+            sync(c['device'])
+            t0 = time.perf_counter()
+            out = model.generate(prompt, c['gen_tokens'], temperature=0, **kw)
+            sync(c['device'])
+        return (time.perf_counter() - t0) / c['gen_tokens'] * 1000, out
+
+    trained, r = model.n_loop, {}
+    for n in range(1, trained + 1):
+        model.n_loop = n
+        r[f'infer_loops{n}_ms'] = ms_per_token()[0]
+    model.n_loop = trained
+    r['infer_exit_ms'], (_, loops) = ms_per_token(exit=ExitRule(c['exit_threshold']))
+    r['exit_loops'] = loops.float().mean().item()
     return r
 
 
 def best_of(runs):
     """One model's rounds combined: the fastest of each timing, the highest memory peak."""
     best = dict(runs[0], mem=max(r['mem'] for r in runs))
-    for key in ('train_ms', 'infer_cache_ms', 'infer_ms'):
-        if key in best:
+    for key in best:
+        if key == 'train_ms' or key.startswith('infer'):
             best[key] = min(r[key] for r in runs)
     return best
 
@@ -296,6 +323,19 @@ def ratios(rows, c):
     return out
 
 
+def exit_line(rows, c):
+    """The LoopGPT's generation with per-token exit, next to its fixed counts (from exit_timings)."""
+    for label, r in rows:
+        if 'infer_exit_ms' in r:
+            per = 'token' if c['gen_batch'] == 1 else f"step of {c['gen_batch']}"
+            fixed = ', '.join(f"n_loop={n} {r[f'infer_loops{n}_ms']:.2f}" for n in range(1, c['n_loop'] + 1))
+            return (f"{label}, generation ms/{per} with the KV cache: {fixed}; per-token exit (kl < "
+                    f"{c['exit_threshold']:g}) {r['infer_exit_ms']:.2f} at {r['exit_loops']:.2f} iterations per token "
+                    f"on average. The weights are random: where tokens stop says nothing about a trained model, "
+                    f"the line shows what the exit path costs at the depth it ran.")
+    return None
+
+
 def main(argv):
     try:
         c, files = get_config(argv)
@@ -323,7 +363,8 @@ def main(argv):
             print(f"  round {round + 1}, {label}: {time.time() - t0:.0f}s", file=sys.stderr)
     rows = [(label, best_of(results[label])) for label in results]
     print(table(rows, c))
-    for line in ratios(rows, c):
+    exit_timed = exit_line(rows, c)
+    for line in ratios(rows, c) + ([exit_timed] if exit_timed else []):
         print(f"\n{line}")
     if c['gen_tokens'] > c['block_size'] and not c['loop_counts']:  # step k runs on the 1-token prompt + k tokens made so far
         print(f"\nnote: {c['gen_tokens']} steps outgrow block_size={c['block_size']}: from then on the "

@@ -18,6 +18,10 @@ KV cache (--use_cache=True, the default): the prompt is run once, then one token
 step, with the keys and values of earlier tokens kept for every (loop iteration,
 layer). It gives the same tokens as --use_cache=False, which re-runs the whole
 context every step; past block_size both re-run the last block_size tokens.
+
+Adaptive depth: --exit_threshold=T > 0 lets each new token of a LoopGPT stop iterating
+once its prediction has settled, between exit_min_loops and n_loop iterations (the rule:
+LoopGPT.step_with_exit in model.py). The mean iterations per generated token go to stderr.
 """
 
 import os
@@ -29,7 +33,7 @@ import torch
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
                         device_type_of, load_checkpoint, model_from_checkpoint)
 from configurator import ConfigError, config_keys, configure
-from model import GPT, LoopGPT
+from model import GPT, ExitRule, LoopGPT
 from dataformat import DataError, load_meta
 from tokenizer import get_tokenizer
 
@@ -43,7 +47,10 @@ max_new_tokens = 500     # tokens generated per sample
 temperature = 0.8        # 1.0: the model's distribution, < 1.0: more conservative, 0: greedy (argmax)
 top_k = 200              # sample among the k likeliest tokens only (None: all)
 top_p = None             # nucleus sampling: among the likeliest tokens whose probabilities reach top_p (None: all)
-n_loop = None            # LoopGPT only: loop iterations at test time (None: as trained)
+n_loop = None            # LoopGPT only: loop iterations at test time (None: as trained); with exit, the most
+exit_threshold = 0.0     # LoopGPT: each new token stops iterating once its criterion < this (Huginn: 5e-4); 0: off
+exit_min_loops = 1       # with exit: iterations every token runs at least
+exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}) of successive read-outs, or 'entropy', H(p_n)
 use_cache = True         # KV cache: the same tokens as without it, faster (bench.py measures by how much)
 seed = 1337
 device = default_device()        # 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -90,6 +97,14 @@ def check_config(c):
         return f"top_p must be in (0, 1] (or None for all tokens), not {c['top_p']!r}."
     if c['n_loop'] is not None and (not isinstance(c['n_loop'], int) or c['n_loop'] < 1):
         return f"n_loop must be a whole number of at least 1 (or None: as trained), not {c['n_loop']!r}."
+    if c['exit_threshold'] < 0:
+        return f"exit_threshold must be 0 (off) or more, not {c['exit_threshold']}."
+    if c['exit_min_loops'] < 1:
+        return f"exit_min_loops must be at least 1, not {c['exit_min_loops']}."
+    if c['exit_criterion'] not in ('kl', 'entropy'):
+        return f"unknown exit_criterion {c['exit_criterion']!r}: use 'kl' or 'entropy'."
+    if c['exit_threshold'] > 0 and not c['use_cache']:
+        return "exit_threshold needs the KV cache (stopped tokens' keys and values live there): drop --use_cache=False."
     if c['dtype'] not in DTYPES:
         return f"unknown dtype '{c['dtype']}': use one of {', '.join(DTYPES)}."
     kind = device_type_of(c['device'])
@@ -165,6 +180,16 @@ def load_tokenizer(meta, model):
     return tok
 
 
+def exit_rule(model, c):
+    """The ExitRule of exit_threshold and co, or None when it is off (0)."""
+    if c['exit_threshold'] == 0:
+        return None
+    if not isinstance(model, LoopGPT):
+        raise SampleError("exit_threshold stops a LoopGPT's loop early, but this model is a plain GPT, which does "
+                          "not loop: drop --exit_threshold.")
+    return ExitRule(c['exit_threshold'], c['exit_min_loops'], c['exit_criterion'])
+
+
 def read_prompt(start, tok):
     """--start text, or the contents of the file after FILE:, as token ids."""
     if start.startswith('FILE:'):
@@ -199,6 +224,7 @@ def main(argv):
         model, meta, where = load_model(c['init_from'], c['out_dir'], c['ckpt'], c['device'])
         tok = load_tokenizer(meta, model)
         trained = set_n_loop(model, c['n_loop'])
+        exit = exit_rule(model, c)
         prompt = read_prompt(c['start'], tok)
     except SampleError as e:
         die(e)
@@ -218,7 +244,8 @@ def main(argv):
     t0 = time.time()
     with torch.no_grad(), autocast_context(c['device'], c['dtype']):
         y = model.generate(x, c['max_new_tokens'], temperature=c['temperature'], top_k=c['top_k'],
-                           top_p=top_p, use_cache=c['use_cache'])
+                           top_p=top_p, use_cache=c['use_cache'], exit=exit)
+    y, loops = y if exit is not None else (y, None)
     dt = time.time() - t0
     for row in y.tolist():
         print(decode(tok, row))
@@ -226,6 +253,9 @@ def main(argv):
     print(f"{c['num_samples']} x {c['max_new_tokens']} tokens in {dt:.2f}s "
           f"({dt / c['max_new_tokens'] * 1000:.1f} ms per step, KV cache {'on' if c['use_cache'] else 'off'})",
           file=sys.stderr)
+    if loops is not None:
+        print(f"exit ({c['exit_criterion']} < {c['exit_threshold']:g}): {loops.float().mean():.2f} iterations per "
+              f"generated token on average, of {model.n_loop} at most", file=sys.stderr)
 
 
 if __name__ == '__main__':

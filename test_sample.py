@@ -6,6 +6,7 @@ for a few seconds on a repeated phrase, then run sample.py on it.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -267,6 +268,20 @@ def test_n_loop_on_the_command_line(loop_run, capsys):
     assert len(samples(more[1])) == 1 and samples(more[1])[0].startswith('hello')
 
 
+def test_exit_on_the_command_line(loop_run, capsys):
+    """--exit_threshold=0 is off (today's output exactly); a threshold so large that every token
+    stops after exit_min_loops=1 iterations gives the text of --n_loop=1, and says so. (A
+    one-token prompt: a longer one's last token runs apart from the rest, which can flip the
+    near-ties of a one-iteration model's degenerate text.)"""
+    common = [f'--out_dir={loop_run}', '--start=h', '--temperature=0', '--num_samples=2', '--max_new_tokens=30']
+    default, off = run_main(capsys, *common), run_main(capsys, *common, '--exit_threshold=0')
+    one, earliest = run_main(capsys, *common, '--n_loop=1'), run_main(capsys, *common, '--exit_threshold=1e9')
+    assert default[0] == off[0] == one[0] == earliest[0] == 0, earliest[2]
+    assert off[1] == default[1] and 'iterations per generated token' not in off[2]
+    assert earliest[1] == one[1] != default[1]  # one iteration is not the trained model's two
+    assert '1.00 iterations per generated token on average, of 2 at most' in earliest[2]
+
+
 def test_checkpoint_without_meta_reads_its_dataset_meta(loop_run, tmp_path):
     checkpoint = torch.load(os.path.join(loop_run, 'best.pt'), weights_only=False)
     del checkpoint['meta']  # the tokenizer is then found through config data_dir/dataset
@@ -295,6 +310,10 @@ def test_best_falls_back_to_last(gpt_run, capsys):
     (['--start='], 'the prompt is empty'),
     (['--tmperature=0.5'], 'did you mean temperature'),
     (['--init_from=gpt3'], 'neither'),
+    (['--exit_threshold=0.1'], 'plain GPT, which does not loop: drop --exit_threshold'),
+    (['--exit_threshold=-1'], 'exit_threshold must be 0 (off) or more'),
+    (['--exit_criterion=confidence'], "unknown exit_criterion 'confidence'"),
+    (['--exit_threshold=0.1', '--use_cache=False'], 'needs the KV cache'),
 ])
 def test_user_errors_are_one_line(gpt_run, capsys, args, message):
     code, out, err = run_main(capsys, f'--out_dir={gpt_run}', '--ckpt=last', *args)
@@ -355,7 +374,8 @@ def test_bench_twins_have_the_same_params_and_the_same_flops():
 def test_bench_prints_a_table():
     r = subprocess.run([sys.executable, 'bench.py', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
                         '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
-                        '--gen_tokens=40', '--rounds=1'], cwd=ROOT, capture_output=True, text=True)
+                        '--gen_tokens=40', '--rounds=1', '--exit_threshold=1e-3'], cwd=ROOT, capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith('| ') and not line.startswith('| ---')]
     assert len(rows) == 4 and 'cache speedup' in rows[0]
@@ -363,6 +383,10 @@ def test_bench_prints_a_table():
                                                           '| GPT 2L (same depth)']
     assert 'LoopGPT / same-params GPT: training x' in r.stdout and 'LoopGPT / same-depth GPT' in r.stdout
     assert '40 steps outgrow block_size=32' in r.stdout
+    # --exit_threshold: the LoopGPT's generation at each fixed count and with per-token exit
+    m = re.search(r'LoopGPT 1L x2, generation ms/token with the KV cache: n_loop=1 [\d.]+, n_loop=2 [\d.]+; '
+                  r'per-token exit \(kl < 0.001\) [\d.]+ at ([\d.]+) iterations per token', r.stdout)
+    assert m and 1 <= float(m[1]) <= 2, r.stdout
 
 
 def test_bench_trains_at_each_drawn_loop_count():
