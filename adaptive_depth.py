@@ -1,0 +1,300 @@
+"""
+Adaptive depth: how many loop iterations can a token skip? For each trained LoopGPT, val
+loss against the mean iterations spent per token, for fixed counts 1 .. 2N and for per-token
+exit (LoopGPT.step_with_exit) over a sweep of thresholds, all measured through the path
+generation uses: teacher-forced, one token at a time, with the KV cache and, for exit, the
+exit rule and its KV rule for stopped tokens.
+
+    python adaptive_depth.py                        # every study below; trains what is missing (long on a CPU)
+    python adaptive_depth.py --studies=stdlib,hops  # some of them
+    python adaptive_depth.py --out_dir=results/exit # what is committed
+
+The studies train their models with experiments.py (one subprocess each, reusing finished
+runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in STUDIES), then evaluate:
+
+    stdlib      experiments.py --recurrent=2x2: 2⊗2 on stdlib, loop counts drawn in training
+                (mean 2) and fixed
+    hops        experiments.py --recurrent=1x2 --dataset=hops: the same for 1⊗2 on hops, with
+                accuracy and mean iterations per answer by hop count
+    deep        experiments.py --recurrent=2x6 --bptt_loops=3 --loop_norm=True: deep recurrence
+                (mean 6) with the state normalised after every iteration
+    deep-hops   experiments.py --recurrent=1x6 --dataset=hops --bptt_loops=3 --loop_norm=True
+
+Writes out_dir/results.json ({"runs": {NAME: {"trained_n_loop", "fixed": [...], "adaptive":
+[...]}}}), results.md and frontier.png (with matplotlib).
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from configurator import ConfigError, config_keys, configure
+from dataformat import DataError, answer_groups, fixed_windows, load_meta
+from model import ExitRule
+
+# -----------------------------------------------------------------------------
+studies = 'stdlib,hops,deep,deep-hops'   # which of STUDIES to run, in this order
+out_dir = 'experiments-out/exit'         # results.json, results.md, frontier.png
+runs_root = 'experiments-out'            # experiments.py writes DIR/ (its results) and DIR-runs/ (the runs)
+data_dir = 'data'
+kl_thresholds = '1e-4,5e-4,3e-3,0.01,0.05,0.2,1,3,10'  # KL(p_n || p_{n-1}) < t; 5e-4 is Huginn's
+entropy_thresholds = '0.25,0.5,1,1.5,2,2.25,2.5,3'   # H(p_n) < t, in nats
+eval_tokens = 16384                      # val tokens per evaluation (the same windows for every model)
+batch_size = 64                          # windows evaluated together
+experiment_args = ''                     # more --key=value for every experiments.py call, e.g. '--jobs=1'
+threads = 0                              # torch threads for the evaluation; 0: torch's default
+# -----------------------------------------------------------------------------
+
+# name: (DIR under runs_root, experiments.py arguments, dataset, the runs to evaluate); the DIRs
+# are those of the committed results/ of the same experiments.py commands
+STUDIES = {
+    'stdlib': ('depth', ['--recurrent=2x2'], 'stdlib', ['loop2x2-poisson', 'loop2x2']),
+    'hops': ('depth-hops', ['--recurrent=1x2', '--dataset=hops'], 'hops', ['loop1x2-poisson', 'loop1x2']),
+    'deep': ('depth-norm', ['--recurrent=2x6', '--bptt_loops=3', '--loop_norm=True'], 'stdlib',
+             ['loop2x6-poisson-inject-bptt3-norm', 'loop2x6-poisson-bptt3-norm']),
+    'deep-hops': ('depth-norm-hops', ['--recurrent=1x6', '--dataset=hops', '--bptt_loops=3', '--loop_norm=True'],
+                  'hops', ['loop1x6-poisson-inject-bptt3-norm', 'loop1x6-poisson-bptt3-norm']),
+}
+SEEDS = (1337, 1338)  # experiments.py's two seeds
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class RunError(Exception):
+    """experiments.py failed or left no checkpoint; the message says where to look."""
+
+
+# -----------------------------------------------------------------------------
+# the measurement: generation's path, teacher-forced
+
+
+@torch.no_grad()
+def teacher_forced(model, batches, groups=None, exit=None):
+    """Every target of the windows predicted as generation predicts it: one token at a time
+    through the KV cache, running model.n_loop iterations, or with exit (an ExitRule) each
+    token as many as the rule gives it. batches: (x, y) int64 numpy (B, T), y = -1 where there
+    is no loss (off the answers). Returns the val loss and the mean iterations per scored
+    target (and per token of any kind), and with answer groups (hops: by hop count) the
+    accuracy and mean iterations of each group."""
+    steps = {'loss': [], 'loops': [], 'correct': [], 'target': []}
+    for x, y in batches:
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        B, T = x.shape
+        cache = model.new_kv_cache(B, T)
+        for t in range(T):
+            if exit is None:
+                logits, _ = model(x[:, t:t + 1], kv_cache=cache)
+                loops = torch.full((B,), model.n_loop)
+            else:
+                logits, loops = model.step_with_exit(x[:, t:t + 1], cache, exit)
+            logits = logits[:, 0].float()
+            steps['loss'].append(F.cross_entropy(logits, y[:, t].clamp_min(0), reduction='none'))
+            steps['loops'].append(loops)
+            steps['correct'].append(logits.argmax(-1) == y[:, t])
+            steps['target'].append(y[:, t])
+    loss, loops, correct, target = (torch.cat(v) for v in steps.values())  # (tokens,), step by step
+    scored = target >= 0
+    out = dict(val_loss=loss[scored].mean().item(), mean_iterations=loops[scored].float().mean().item(),
+               mean_iterations_all=loops.float().mean().item())
+    if groups is not None:  # each entry's position in its window, and so its answer group
+        group = torch.from_numpy(groups)[torch.arange(T).repeat_interleave(B).repeat(len(batches))]
+        ids = range(int(groups.max()) + 1)
+        out['accuracy'] = correct[scored].float().mean().item()
+        out['accuracy_by'] = [correct[group == g].float().mean().item() for g in ids]
+        out['iterations_by'] = [loops[group == g].float().mean().item() for g in ids]
+    return out
+
+
+def frontier(model, batches, groups, c):
+    """Fixed counts 1 .. 2N (N: the trained count) and exit at every threshold, at most N iterations."""
+    N = model.n_loop
+    fixed = []
+    for n in range(1, 2 * N + 1):
+        model.n_loop = n
+        fixed.append(dict(n_loop=n, **teacher_forced(model, batches, groups)))
+    model.n_loop = N
+    adaptive = [dict(criterion=criterion, threshold=t,
+                     **teacher_forced(model, batches, groups, ExitRule(t, min_loops=1, criterion=criterion)))
+                for criterion in ('kl', 'entropy') for t in thresholds(c[f'{criterion}_thresholds'])]
+    return dict(trained_n_loop=N, fixed=fixed, adaptive=adaptive)
+
+
+def thresholds(text):
+    try:
+        values = [float(t) for t in text.split(',')]
+    except ValueError:
+        values = [0.0]
+    if not values or min(values) <= 0:
+        raise ConfigError(f"thresholds '{text}': give positive numbers, comma-separated, like '1e-4,1e-3'.")
+    return values
+
+
+# -----------------------------------------------------------------------------
+# the studies: train (experiments.py), then measure
+
+
+def train(name, c):
+    """Run experiments.py for a study (it reuses finished runs); returns the runs directory."""
+    folder, args, _, _ = STUDIES[name]
+    runs_dir = os.path.join(c['runs_root'], f'{folder}-runs')
+    cmd = [sys.executable, os.path.join(HERE, 'experiments.py'), *args, f"--data_dir={c['data_dir']}",
+           f"--out_dir={os.path.join(c['runs_root'], folder)}", f'--runs_dir={runs_dir}',
+           *shlex.split(c['experiment_args'])]
+    print('$ ' + ' '.join(shlex.quote(a) for a in cmd[1:]), flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise RunError(f"experiments.py failed for the {name} study (its error is above): fix it and run this again.")
+    return runs_dir
+
+
+def measure(name, runs_dir, c):
+    """{NAME: frontier} for every run and seed of a study."""
+    _, _, dataset, run_names = STUDIES[name]
+    path = os.path.join(c['data_dir'], dataset)
+    results = {}
+    for run in run_names:
+        for seed in SEEDS:
+            model = model_from_checkpoint(load_checkpoint(os.path.join(runs_dir, f'{run}-s{seed}'), 'last')).eval()
+            block_size = model.config.block_size
+            batches = fixed_windows(path, 'val', c['eval_tokens'], c['batch_size'], block_size)
+            groups, names = answer_groups(load_meta(path), block_size)
+            t0 = time.time()
+            res = dict(study=name, dataset=dataset, run=run, seed=seed, **frontier(model, batches, groups, c))
+            if names:
+                res['groups'] = names
+            results[f'{name}/{run}-s{seed}'] = res
+            print(f"{name}/{run}-s{seed}: measured in {time.time() - t0:.0f} s", flush=True)
+    return results
+
+
+def main(c):
+    names = [s.strip() for s in c['studies'].split(',') if s.strip()]
+    unknown = [s for s in names if s not in STUDIES]
+    if unknown or not names:
+        raise ConfigError(f"studies='{c['studies']}': choose from {', '.join(STUDIES)}, comma-separated.")
+    for key in ('kl_thresholds', 'entropy_thresholds'):
+        thresholds(c[key])
+    if c['threads']:
+        torch.set_num_threads(c['threads'])
+    t0 = time.time()
+    results = {}
+    for name in names:
+        results.update(measure(name, train(name, c), c))
+    info = dict(command=' '.join(['python adaptive_depth.py'] + [shlex.quote(a) for a in sys.argv[1:]]),
+                machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+                wall_s=time.time() - t0, eval_tokens=c['eval_tokens'])
+    os.makedirs(c['out_dir'], exist_ok=True)
+    with open(os.path.join(c['out_dir'], 'results.json'), 'w') as f:
+        json.dump(dict(info=info, config=c, runs=results), f)
+    text = report(info, results)
+    with open(os.path.join(c['out_dir'], 'results.md'), 'w') as f:
+        f.write(text)
+    print('\n' + text)
+    plot(os.path.join(c['out_dir'], 'frontier.png'), results)
+
+
+# -----------------------------------------------------------------------------
+# the tables and the plot
+
+
+def points(results, study, run):
+    """[(label, [the point of each seed])] of one run: the fixed counts, then exit at each threshold."""
+    seeds = [r for r in results.values() if r['study'] == study and r['run'] == run]
+    out = [(f"fixed n={p['n_loop']}" + ('*' if p['n_loop'] == seeds[0]['trained_n_loop'] else ''),
+            [s['fixed'][i] for s in seeds]) for i, p in enumerate(seeds[0]['fixed'])]
+    out += [(f"{p['criterion']} < {p['threshold']:g}", [s['adaptive'][i] for s in seeds])
+            for i, p in enumerate(seeds[0]['adaptive'])]
+    return out, seeds
+
+
+def mean_spread(xs, digits=3):
+    m = float(np.mean(xs))
+    return f"{m:.{digits}f}" if len(xs) == 1 else f"{m:.{digits}f} ± {(max(xs) - min(xs)) / 2:.{digits}f}"
+
+
+def run_table(results, study, run):
+    rows, seeds = points(results, study, run)
+    N = seeds[0]['trained_n_loop']
+    at_N = [s['fixed'][N - 1]['val_loss'] for s in seeds]
+    groups = seeds[0].get('groups')
+    head = ['point', 'iterations per token', 'val loss', 'Δ vs fixed N, per seed'] + (
+        ['accuracy'] + [f'{g}: accuracy, iterations' for g in groups] if groups else [])
+    lines = [f"### {study}: {run} (trained N = {N}; seeds {', '.join(str(s['seed']) for s in seeds)})", "",
+             '| ' + ' | '.join(head) + ' |', '|---|' + '--:|' * (len(head) - 1)]
+    for label, ps in rows:
+        deltas = ', '.join(f"{p['val_loss'] - a:+.3f}" for p, a in zip(ps, at_N))
+        cells = [label, mean_spread([p['mean_iterations'] for p in ps], 2), mean_spread([p['val_loss'] for p in ps]),
+                 deltas]
+        if groups:
+            cells.append(mean_spread([p['accuracy'] for p in ps]))
+            cells += [f"{np.mean([p['accuracy_by'][g] for p in ps]):.3f}, {np.mean([p['iterations_by'][g] for p in ps]):.2f}"
+                      for g in range(len(groups))]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ["", cheapest(rows, at_N, N)]
+    return '\n'.join(lines)
+
+
+def cheapest(rows, at_N, N, within=0.01):
+    """The exit point with the fewest iterations whose loss is within `within` of fixed N on every seed."""
+    ok = [(np.mean([p['mean_iterations'] for p in ps]), label) for label, ps in rows if not label.startswith('fixed')
+          and all(p['val_loss'] - a <= within for p, a in zip(ps, at_N))]
+    if not ok:
+        return f"No exit point is within {within} of fixed N's val loss on every seed."
+    m, label = min(ok)
+    return (f"The cheapest exit point within {within} of fixed N's val loss on every seed: {label}, at {m:.2f} "
+            f"iterations per token ({m / N:.2f} N).")
+
+
+def report(info, results):
+    parts = [f"Command: `{info['command']}`  \nMachine: {info['machine']}; {info['wall_s'] / 60:.1f} min in all.  \n"
+             f"Every point: the val loss of predicting each of the same {info['eval_tokens']:,} val tokens (answer "
+             f"positions only on hops) one at a time through the KV cache, as sample.py generates: fixed n runs n "
+             f"iterations; 'kl < t' and 'entropy < t' stop each token once KL(p_n ‖ p_(n-1)) or H(p_n) < t (at most N "
+             f"iterations; stopped tokens show later ones their last keys and values). Iterations per token: per "
+             f"scored target. * = the trained count N. ± is half the range over the seeds."]
+    for study in dict.fromkeys(r['study'] for r in results.values()):
+        args = ' '.join(STUDIES[study][1])
+        parts.append(f"## {study} (experiments.py {args})")
+        for run in dict.fromkeys(r['run'] for r in results.values() if r['study'] == study):
+            parts.append(run_table(results, study, run))
+    return '\n\n'.join(parts) + '\n'
+
+
+def plot(path, results):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib)")
+        return
+    studies = list(dict.fromkeys(r['study'] for r in results.values()))
+    fig, axes = plt.subplots(1, len(studies), figsize=(5.5 * len(studies), 4.2), squeeze=False)
+    for ax, study in zip(axes[0], studies):
+        for i, run in enumerate(dict.fromkeys(r['run'] for r in results.values() if r['study'] == study)):
+            rows, _ = points(results, study, run)
+            for kind, style in (('fixed', 'o-'), ('kl', '^--'), ('entropy', 's:')):
+                ps = [ps for label, ps in rows if label.startswith(kind)]
+                x = [np.mean([p['mean_iterations'] for p in q]) for q in ps]
+                y = [np.mean([p['val_loss'] for p in q]) for q in ps]
+                ax.plot(x, y, style, color=f'C{i}', ms=4, label=f'{run}: {kind}')
+        ax.set(xlabel='loop iterations per token (mean)', ylabel='val loss (generation path)', title=study)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == '__main__':
+    try:
+        main(configure(config_keys(globals()), sys.argv[1:]))
+    except (ConfigError, CheckpointError, DataError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

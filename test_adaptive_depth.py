@@ -1,0 +1,95 @@
+"""adaptive_depth.py: the teacher-forced generation path, its per-group bookkeeping, the report."""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import adaptive_depth
+from configurator import ConfigError
+from model import ExitRule, GPTConfig, LoopGPT
+
+
+def tiny_loop(**kw):
+    torch.manual_seed(0)
+    model = LoopGPT(GPTConfig(block_size=12, vocab_size=32, n_layer=1, n_head=2, n_embd=16, n_loop=2, **kw))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model.eval()
+
+
+def batches(seed=0, n=2, B=3, T=12, mask=None):
+    g = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        w = g.integers(32, size=(B, T + 1))
+        x, y = w[:, :-1].copy(), w[:, 1:].copy()
+        if mask is not None:
+            y[:, mask] = -1
+        out.append((x, y))
+    return out
+
+
+def test_fixed_counts_are_the_parallel_forward():
+    """One token at a time through the cache is the usual forward: the same loss, at every count."""
+    model, data = tiny_loop(n_prelude=1, n_coda=1), batches()
+    for n in (1, 2, 3):
+        model.n_loop = n
+        with torch.no_grad():
+            parallel = np.mean([model(torch.from_numpy(x), torch.from_numpy(y))[1].item() for x, y in data])
+        res = adaptive_depth.teacher_forced(model, data)
+        assert res['val_loss'] == pytest.approx(parallel, abs=1e-5)
+        assert res['mean_iterations'] == res['mean_iterations_all'] == n
+
+
+def test_groups_count_answers_only():
+    """On a dataset with answers: the loss, accuracy and iterations of the answer positions, by
+    group, against the parallel forward's argmax at those positions."""
+    model = tiny_loop()
+    groups = np.full(12, -1)
+    groups[[3, 7]], groups[10] = 0, 1
+    data = batches(mask=groups < 0)
+    res = adaptive_depth.teacher_forced(model, data, groups)
+    hits, terms = {0: [], 1: []}, []
+    with torch.no_grad():
+        for x, y in data:
+            logits = model(torch.from_numpy(x), torch.zeros_like(torch.from_numpy(x)))[0]
+            for t in np.flatnonzero(groups >= 0):
+                target = torch.from_numpy(y[:, t])
+                terms.append(F.cross_entropy(logits[:, t], target, reduction='none'))
+                hits[groups[t]] += (logits[:, t].argmax(-1) == target).tolist()
+    assert res['val_loss'] == pytest.approx(torch.cat(terms).mean().item(), abs=1e-5)
+    assert res['accuracy_by'] == [pytest.approx(np.mean(hits[0])), pytest.approx(np.mean(hits[1]))]
+    assert res['accuracy'] == pytest.approx(np.mean(hits[0] + hits[1]))
+    assert res['iterations_by'] == [2, 2] and res['mean_iterations'] == 2
+    # with exit, stopping everything after one iteration: the loss of the one-iteration loop
+    early = adaptive_depth.teacher_forced(model, data, groups, ExitRule(1e9))
+    model.n_loop = 1
+    assert early['val_loss'] == pytest.approx(adaptive_depth.teacher_forced(model, data, groups)['val_loss'], abs=1e-6)
+    assert early['iterations_by'] == [1, 1] and early['mean_iterations_all'] == 1
+
+
+def test_frontier_and_report():
+    model, data = tiny_loop(), batches(n=1)
+    c = dict(kl_thresholds='1e-3,1e9', entropy_thresholds='10')
+    res = adaptive_depth.frontier(model, data, None, c)
+    assert res['trained_n_loop'] == 2 and model.n_loop == 2  # restored
+    assert [p['n_loop'] for p in res['fixed']] == [1, 2, 3, 4]
+    assert [(p['criterion'], p['threshold']) for p in res['adaptive']] == [('kl', 1e-3), ('kl', 1e9), ('entropy', 10)]
+    assert res['adaptive'][1]['mean_iterations'] == 1  # everything stops at its first iteration
+    assert res['adaptive'][1]['val_loss'] == pytest.approx(res['fixed'][0]['val_loss'], abs=1e-6)
+    # the report's verdict: the cheapest exit point within 0.01 of fixed N on every seed
+    results = {f'stdlib/loop-s{s}': dict(study='stdlib', run='loop', seed=s, **res) for s in (1, 2)}
+    text = adaptive_depth.report(dict(command='c', machine='m', wall_s=60, eval_tokens=36), results)
+    close = [p for p in res['adaptive'] if p['val_loss'] - res['fixed'][1]['val_loss'] <= 0.01]
+    best = min(close, key=lambda p: p['mean_iterations'])
+    assert f"on every seed: {best['criterion']} < {best['threshold']:g}, at {best['mean_iterations']:.2f}" in text
+    assert '| fixed n=2* | 2.00 ± 0.00 |' in text
+
+
+def test_bad_settings():
+    with pytest.raises(ConfigError, match="choose from stdlib, hops, deep"):
+        adaptive_depth.main(dict(studies='cifar', kl_thresholds='1', entropy_thresholds='1'))
+    with pytest.raises(ConfigError, match="give positive numbers"):
+        adaptive_depth.thresholds('1e-3,zero')
