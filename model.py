@@ -59,6 +59,11 @@ class KVCache:
     LoopGPT needs one per (loop iteration, layer), since the same block sees a
     different hidden state in every iteration and so produces different keys and
     values. Slots are numbered in the order the blocks run.
+
+    With per-token exit (LoopGPT.step_with_exit) a token that stopped at iteration m
+    < N has its slots of iterations m+1 .. N filled with copies of iteration m's
+    (carry_forward): a later token at iteration n reads, for each earlier token, the
+    keys and values of iteration min(n, its exit), Huginn's "latest" rule.
     """
 
     def __init__(self, n_slots, batch_size, n_head, max_len, head_size):
