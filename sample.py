@@ -119,7 +119,8 @@ def load_model(init_from, out_dir, which='best', device='cpu'):
         print(f"note: {out_dir} has no best.pt, using last.pt", file=sys.stderr)
         which = 'last'
     try:
-        checkpoint = load_checkpoint(out_dir, which, device)
+        # to the CPU: the optimizer state (twice the weights) never needs the GPU; only the model goes there
+        checkpoint = load_checkpoint(out_dir, which, 'cpu')
         model = model_from_checkpoint(checkpoint)
     except CheckpointError as e:
         raise SampleError(e) from None
