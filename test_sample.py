@@ -140,6 +140,22 @@ def test_generate_top_k_1_and_tiny_top_p_are_greedy():
     assert not torch.equal(model.generate(idx, 20, temperature=1.0), greedy)
 
 
+def test_generate_samples_from_fp32_logits_under_bf16_autocast():
+    model = make_model(LoopGPT, n_loop=2)
+    idx = torch.randint(64, (2, 4), generator=torch.Generator().manual_seed(4))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        _, logits, _ = generate_recording(model, idx, 5, use_cache=True)
+    # computed in bf16 (the values are bf16's), handed to sample_next in fp32
+    assert logits.dtype == torch.float32 and torch.equal(logits, logits.bfloat16().float())
+    # why: bf16 rounds top-p's probabilities. Two tokens with p = 0.8933 and 0.1067 (float64):
+    # top_p=0.894 must keep both, but bf16 rounds 0.8933 up to 0.8945 and drops the second
+    row = torch.tensor([[2.125, 0.0]], dtype=torch.bfloat16)
+    assert row.double().softmax(-1)[0, 0].item() < 0.894 < row.softmax(-1)[0, 0].item()
+    drawn = {dtype: set(GPT.sample_next(row.to(dtype).expand(2000, -1), top_p=0.894).flatten().tolist())
+             for dtype in (torch.float32, torch.bfloat16)}
+    assert drawn == {torch.float32: {0, 1}, torch.bfloat16: {0}}
+
+
 # -----------------------------------------------------------------------------
 # sample.py end to end, on a LoopGPT trained by train.py
 
@@ -277,6 +293,17 @@ def test_checkpoint_without_meta_reads_its_dataset_meta(loop_run, tmp_path):
     save_checkpoint(checkpoint, str(tmp_path / 'last.pt'))
     with pytest.raises(sample.SampleError, match='names no tokenizer'):
         sample.load_model('resume', str(tmp_path), 'last')
+
+
+def test_the_checkpoint_goes_to_the_cpu_and_only_the_model_to_the_device(loop_run, monkeypatch):
+    """The optimizer state (twice the weights) must never reach the GPU: 'meta' stands in for it."""
+    loaded, load = [], torch.load
+    monkeypatch.setattr(torch, 'load', lambda *args, **kwargs: loaded.append(load(*args, **kwargs)) or loaded[-1])
+    model, _, _ = sample.load_model('resume', loop_run, 'best', device='meta')
+    (checkpoint,) = loaded
+    state = [t for s in checkpoint['optimizer']['state'].values() for t in s.values() if t.dim()]
+    assert state and {t.device.type for t in state} == {'cpu'}
+    assert {p.device.type for p in model.parameters()} == {'meta'}
 
 
 def test_best_falls_back_to_last(gpt_run, capsys):
