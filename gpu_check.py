@@ -38,7 +38,10 @@ import numpy as np
 import torch
 
 from checkpoint import autocast_context, device_type_of, load_checkpoint, model_from_checkpoint
-from configurator import ConfigError, config_keys, configure
+from configurator import ConfigError, answer_help, config_keys, configure
+
+if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
+    answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 config = 'configs/loop6.py'   # the model and recipe to check

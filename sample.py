@@ -28,10 +28,13 @@ import torch
 
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
                         device_type_of, load_checkpoint, model_from_checkpoint)
-from configurator import ConfigError, config_keys, configure
+from configurator import ConfigError, answer_help, config_keys, configure
 from model import GPT, LoopGPT
 from dataformat import DataError, load_meta
 from tokenizer import get_tokenizer
+
+if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
+    answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'     # 'resume' (out_dir's checkpoint), or GPT-2 weights: 'gpt2' ... 'gpt2-xl' or a local HF directory

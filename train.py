@@ -35,9 +35,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
                         device_defaults, device_type_of, load_checkpoint, model_from_checkpoint,
                         peak_flops_of, save_checkpoint)
-from configurator import ConfigError, config_keys, configure
+from configurator import ConfigError, answer_help, config_keys, configure
 from model import GPT, Block, build_model
 from dataformat import DataError, answer_groups, answer_hits, load_meta
+
+answer_help(__file__, sys.argv[1:])  # --help: the docstring and the keys below, before they are computed
 
 # -----------------------------------------------------------------------------
 # default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value;
