@@ -6,8 +6,10 @@ for a few seconds on a repeated phrase, then run sample.py on it.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -330,9 +332,35 @@ def test_user_errors_are_one_line(gpt_run, capsys, args, message):
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
-    r = run_sample(f'--out_dir={tmp_path}')  # as a subprocess: no traceback reaches the user
+    r = run_sample(f'--out_dir={tmp_path / "out"}')  # as a subprocess: no traceback reaches the user
     assert r.returncode == 1 and r.stdout == ''
     assert r.stderr.startswith('error: no checkpoint at') and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_an_out_dir_without_a_checkpoint_names_the_runs_beside_it(loop_run, gpt_run, tmp_path, capsys):
+    """python sample.py after make demo: out/ has no checkpoint, but out-tiny/ beside it has."""
+    runs = tmp_path / 'runs'
+    for run, name, files in ((loop_run, 'out-tiny', ['best.pt']), (gpt_run, 'out-old', ['last.pt'])):
+        os.makedirs(runs / name)
+        for f in files:
+            shutil.copy(os.path.join(run, f), runs / name / f)
+    os.makedirs(runs / 'broken')
+    (runs / 'broken' / 'last.pt').write_bytes(b'not a checkpoint')
+    written = [1e9, 1e9 - 3600, 1e9 - 7200]  # newest first, which is not their names' order
+    for t, name in zip(written, ['out-tiny', 'broken', 'out-old']):
+        os.utime(runs / name / os.listdir(runs / name)[0], (t, t))
+    written = [time.strftime('%Y-%m-%d %H:%M', time.localtime(t)) for t in written]
+    code, out, err = run_main(capsys, f'--out_dir={runs / "out"}')
+    assert code == 1 and out == ''
+    assert err.splitlines() == [
+        f"error: no checkpoint in {runs / 'out'} (best.pt or last.pt). Training runs beside it that have one, "
+        f"newest first:",
+        f"  {runs / 'out-tiny' / 'best.pt'}  iter 150, written {written[0]}",
+        f"  {runs / 'broken' / 'last.pt'}  iter ?, written {written[1]}",
+        f"  {runs / 'out-old' / 'last.pt'}  iter 0, written {written[2]}",
+        f"To sample from the newest: python sample.py --out_dir={runs / 'out-tiny'}"]
+    # and that command samples
+    assert run_main(capsys, f'--out_dir={runs / "out-tiny"}', '--num_samples=1', '--max_new_tokens=5')[0] == 0
 
 
 # -----------------------------------------------------------------------------
