@@ -155,7 +155,7 @@ def check_cache(c, out_dir, data_path):
                                    near_tie=tol / 2)
     return worst < tol and flips == 0, (f"logits differ by at most {worst:.2%} of the largest (tolerance "
                                         f"{tol:.2%}) over {c['cache_tokens']} greedy steps; {flips} tokens "
-                                        f"differ where the top two are {tol / 2:.2%} or more apart")
+                                        f"differ where the top two are {tol / 2 * 100:g}% or more apart")
 
 
 def check_ddp(c, args, single_dir, ddp_dir):
