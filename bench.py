@@ -53,8 +53,11 @@ import torch
 
 from checkpoint import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
                         peak_flops_of)
-from configurator import ConfigError, config_keys, configure
+from configurator import ConfigError, answer_help, config_keys, configure, join_values
 from model import ExitRule, build_model
+
+if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
+    answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 # the model (defaults: configs/tiny.py overrides these when it exists)
@@ -100,6 +103,7 @@ def die(message):
 
 def get_config(argv):
     """Defaults, then the model keys of the config files, then --key=value."""
+    argv = join_values(argv)  # --key value -> --key=value: the value is not a file
     files = [a for a in argv if not a.startswith('--')]
     overrides = [a for a in argv if a.startswith('--')]
     if not files and os.path.exists(DEFAULT_CONFIG):

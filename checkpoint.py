@@ -98,11 +98,27 @@ def default_device():
 
 
 def default_dtype(device):
-    """bf16 where the GPU has it, else fp16 on GPUs; fp32 on CPU, where low precision
-    autocast is slow and fp16 gradient scaling is not supported."""
+    """bf16 where the GPU computes it natively, else fp16 on GPUs; fp32 on CPU, where low
+    precision autocast is slow and fp16 gradient scaling is not supported."""
     if device_type_of(device) == 'cuda':
-        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        return 'bfloat16' if native_bf16(device) else 'float16'
     return 'float32'
+
+
+def native_bf16(device):
+    """Does the CUDA GPU `device` have bf16 in hardware: compute capability 8.0 or more (A100,
+    H100, ...)? V100 and T4 only emulate it, slowly and without flash attention, and
+    torch.cuda.is_bf16_supported() counts that as support (torch >= 2.3; including_emulation=False
+    turns it off from 2.4). This reads the GPU's properties and allocates nothing. A bare 'cuda'
+    under torchrun is this process's GPU, LOCAL_RANK, which train.py selects only later: no
+    process probes cuda:0 unless cuda:0 is its own."""
+    if not torch.cuda.is_available():
+        return False  # the caller's device check says what to do
+    if torch.version.hip:
+        return True  # ROCm: as torch.cuda.is_bf16_supported
+    index = torch.device(device).index
+    index = int(os.environ.get('LOCAL_RANK', 0)) if index is None else index
+    return index < torch.cuda.device_count() and torch.cuda.get_device_capability(index) >= (8, 0)
 
 
 def device_defaults(config):

@@ -1,16 +1,20 @@
 """
-Config handling shared by train.py, sample.py and bench.py, in nanoGPT's spirit:
-a script's defaults are plain module-level values, then
+Config handling shared by train.py, sample.py, bench.py, experiments.py and gpu_check.py,
+in nanoGPT's spirit: a script's defaults are plain module-level values in its config block
+(between two `# ----` rules), then
 
     python train.py configs/loop6.py --batch_size=8 --compile=False
 
 runs each config file (plain Python assignments) in order and applies the
---key=value overrides last. Unlike nanoGPT's exec-based configurator, keys and
-types are checked, so a typo fails at once instead of being silently ignored.
+--key=value overrides last; --key value (argparse's habit) works too. Unlike nanoGPT's
+exec-based configurator, keys and types are checked, so a typo fails at once instead of
+being silently ignored. --help (or -h) prints the script's docstring and its config block.
 """
 
 import ast
 import difflib
+import os
+import sys
 
 
 class ConfigError(Exception):
@@ -21,6 +25,37 @@ def config_keys(namespace):
     """The config values among a module's globals: public names of plain types."""
     return {k: v for k, v in namespace.items()
             if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+
+
+def answer_help(script, argv):
+    """With --help or -h anywhere in argv, print the usage of `script` (a path: its docstring)
+    and its config block, every key with its default and comment, grouped as there; then exit
+    0. Both are read from the source, not the running module, so a script calls this before
+    its config block, whose defaults may probe the GPU."""
+    if '--help' not in argv and '-h' not in argv:
+        return
+    with open(script) as f:
+        source = f.read()
+    lines = source.splitlines()
+    first, last = [i for i, line in enumerate(lines) if line.startswith('# ---')][:2]
+    name = os.path.basename(script)
+    print(ast.get_docstring(ast.parse(source)).strip())
+    print(f"\nConfig keys and their defaults; set them in config files (python {name} FILE.py ...) "
+          f"or with --key=value, the later winning:\n")
+    print('\n'.join(lines[first + 1:last]))
+    sys.exit(0)
+
+
+def join_values(argv):
+    """['--key', 'value'] -> ['--key=value'], where the next word does not start with '--';
+    every other word as it is."""
+    out = []
+    for arg in argv:
+        if out and out[-1].startswith('--') and '=' not in out[-1] and not arg.startswith('--'):
+            out[-1] += '=' + arg
+        else:
+            out.append(arg)
+    return out
 
 
 def configure(defaults, argv, derived=None):
@@ -37,7 +72,7 @@ def configure(defaults, argv, derived=None):
 
 def _apply(defaults, argv):
     config = dict(defaults)
-    for arg in argv:
+    for arg in join_values(argv):
         if arg.startswith('--'):
             key, sep, text = arg[2:].partition('=')
             if not sep:

@@ -59,8 +59,11 @@ import numpy as np
 import torch
 
 from checkpoint import CheckpointError, default_device, load_checkpoint, model_from_checkpoint
-from configurator import ConfigError, config_keys, configure
+from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, answer_groups, answer_hits, fixed_windows, load_meta
+
+if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
+    answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 # settings: python experiments.py [--quick] [--key=value ...]

@@ -25,6 +25,7 @@ LoopGPT.step_with_exit in model.py). The mean iterations per generated token go 
 """
 
 import os
+import shlex
 import sys
 import time
 
@@ -32,10 +33,13 @@ import torch
 
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
                         device_type_of, load_checkpoint, model_from_checkpoint)
-from configurator import ConfigError, config_keys, configure
-from model import GPT, ExitRule, LoopGPT
+from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, load_meta
+from model import GPT, ExitRule, LoopGPT
 from tokenizer import get_tokenizer
+
+if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
+    answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'     # 'resume' (out_dir's checkpoint), or GPT-2 weights: 'gpt2' ... 'gpt2-xl' or a local HF directory
@@ -129,12 +133,16 @@ def load_model(init_from, out_dir, which='best', device='cpu'):
                 f"on first use, so run once with network access, or pass a local directory written by "
                 f"save_pretrained.") from None
         return model.to(device).eval(), {'tokenizer': 'gpt2'}, f"Hugging Face {init_from}"
-    if which == 'best' and not os.path.exists(os.path.join(out_dir, 'best.pt')) \
-            and os.path.exists(os.path.join(out_dir, 'last.pt')):
+    path = checkpoint_file(out_dir, which)
+    runs = runs_beside(out_dir, which) if path is None else []
+    if runs:  # else load_checkpoint says how to train one
+        raise SampleError(no_checkpoint_here(out_dir, which, runs))
+    if path is not None and which == 'best' and os.path.basename(path) == 'last.pt':
         print(f"note: {out_dir} has no best.pt, using last.pt", file=sys.stderr)
         which = 'last'
     try:
-        checkpoint = load_checkpoint(out_dir, which, device)
+        # to the CPU: the optimizer state (twice the weights) never needs the GPU; only the model goes there
+        checkpoint = load_checkpoint(out_dir, which, 'cpu')
         model = model_from_checkpoint(checkpoint)
     except CheckpointError as e:
         raise SampleError(e) from None
@@ -144,6 +152,52 @@ def load_model(init_from, out_dir, which='best', device='cpu'):
     meta = checkpoint.get('meta') or checkpoint_data_meta(checkpoint, out_dir)
     where = f"{out_dir}/{which}.pt (iter {checkpoint.get('iter_num', '?')})"
     return model.to(device).eval(), meta, where
+
+
+def checkpoint_file(out_dir, which):
+    """The checkpoint to sample in out_dir: which.pt, or last.pt where 'best' is asked for and
+    the run has no best.pt; None if neither is there."""
+    for name in [which] + ['last'] * (which == 'best'):
+        path = os.path.join(out_dir, f'{name}.pt')
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def runs_beside(out_dir, which):
+    """The checkpoints to sample in the training runs beside out_dir (its sibling folders),
+    newest first: [(path, iteration)]. The iteration comes from the checkpoint loaded with
+    mmap, which reads its small pickle and leaves the weights (perhaps GBs) on disk; and
+    weights_only, since these are files the user did not name."""
+    parent = os.path.dirname(os.path.normpath(out_dir))
+    try:
+        names = sorted(os.listdir(parent or '.'))
+    except OSError:
+        return []
+    paths = [p for p in (checkpoint_file(os.path.join(parent, name), which) for name in names) if p]
+    runs = []
+    for path in sorted(paths, key=os.path.getmtime, reverse=True):
+        try:
+            it = torch.load(path, map_location='cpu', mmap=True, weights_only=True).get('iter_num', '?')
+        except Exception:  # damaged, or not a checkpoint of this repo
+            it = '?'
+        runs.append((path, it))
+    return runs
+
+
+def no_checkpoint_here(out_dir, which, runs, most=5):
+    """The error for an out_dir without a checkpoint: the runs beside it that have one, and the
+    command that samples the newest (never sampled silently: it may be another experiment)."""
+    lines = [f"no checkpoint in {out_dir} ({'best.pt or last.pt' if which == 'best' else 'last.pt'}). "
+             f"Training runs beside it that have one, newest first:"]
+    for path, it in runs[:most]:
+        when = time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(path)))
+        lines.append(f"  {path}  iter {it}, written {when}")
+    if len(runs) > most:
+        lines.append(f"  ... and {len(runs) - most} more")
+    command = ['python', 'sample.py', f'--out_dir={os.path.dirname(runs[0][0])}'] + ['--ckpt=last'] * (which == 'last')
+    lines.append(f"To sample from the newest: {shlex.join(command)}")
+    return '\n'.join(lines)
 
 
 def checkpoint_data_meta(checkpoint, out_dir):

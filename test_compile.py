@@ -14,13 +14,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import gpu_check
-from checkpoint import autocast_context, load_checkpoint
+from checkpoint import autocast_context, default_dtype, load_checkpoint
 from model import GPTConfig, KVCache, LoopGPT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -105,6 +106,72 @@ def test_kv_cache_matches_the_uncached_forward_under_bf16():
 
     model.new_kv_cache = lambda batch_size, max_len: OffCache(model.depth(), batch_size, 2, max_len, 16)
     assert gpu_check.cache_agreement(model, prompt, 10, autocast_context('cpu', 'float32'))[0] > 0.02
+
+
+class Scripted(torch.nn.Module):
+    """A stand-in model whose next-token logits are given rows, whatever the tokens: `plain`
+    from the uncached forward, `cached` from the cached one."""
+    config = SimpleNamespace(block_size=64)
+
+    def __init__(self, plain, cached):
+        super().__init__()
+        self.plain, self.cached = torch.tensor(plain), torch.tensor(cached)
+
+    def new_kv_cache(self, batch_size, max_len):
+        return object()
+
+    def forward(self, idx, kv_cache=None):
+        row = self.plain if kv_cache is None else self.cached
+        return row.expand(idx.size(0), idx.size(1), -1), None
+
+
+def test_cache_check_counts_a_flip_outside_a_near_tie():
+    fp32 = autocast_context('cpu', 'float32')
+    # top two 0.5% of the largest logit apart: a near-tie (under 1%), rounding may flip it
+    assert gpu_check.cache_agreement(Scripted([10, 9.95, 0], [9.95, 10, 0]), torch.zeros(2, 1, dtype=torch.long),
+                                     5, fp32) == (pytest.approx(0.005, rel=1e-4), 0)
+    # 2% apart, and the cached path moves the logits by 1.1% only: within the logit tolerance (2%),
+    # so only the token count shows that a clear choice flipped, in both rows at every step
+    worst, flips = gpu_check.cache_agreement(Scripted([10, 9.8, 0], [9.89, 9.91, 0]),
+                                             torch.zeros(2, 1, dtype=torch.long), 5, fp32)
+    assert worst == pytest.approx(0.011, rel=1e-4) and flips == 2 * 5
+    # a real model whose cached path swaps its top two logits: every greedy choice flips, far from a tie
+    model = sharp_loop_model()
+    forward = model.forward
+
+    def swapped(idx, targets=None, kv_cache=None):
+        logits, loss = forward(idx, targets, kv_cache=kv_cache)
+        if kv_cache is not None:
+            top2 = logits[:, -1].topk(2, dim=-1).indices  # (B, 2)
+            logits[:, -1] = logits[:, -1].scatter(1, top2, logits[:, -1].gather(1, top2.flip(1)))
+        return logits, loss
+
+    model.forward = swapped
+    prompt = torch.randint(64, (3, 5), generator=torch.Generator().manual_seed(1))
+    assert gpu_check.cache_agreement(model, prompt, 10, autocast_context('cpu', 'bfloat16'))[1] == 3 * 10
+
+
+def test_bf16_is_the_default_only_where_the_gpu_has_it(monkeypatch):
+    """A V100 (compute capability 7.0) emulates bf16, and torch.cuda.is_bf16_supported() says yes
+    after making a bf16 tensor on the current device, cuda:0 in every DDP process. The default
+    must be float16 there and bfloat16 from 8.0 (A100) on, read from this process's own GPU
+    (torchrun's LOCAL_RANK) without allocating anything. CUDA is simulated at torch's lowest level."""
+    probed, allocated = [], []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 8)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 0)
+    monkeypatch.setattr(torch.cuda, '_lazy_init', lambda: None)
+    monkeypatch.setattr(torch.version, 'hip', None)
+    monkeypatch.setattr(torch.cuda, '_check_bf16_tensor_supported', lambda device: allocated.append(device) or True)
+    monkeypatch.setenv('LOCAL_RANK', '3')
+    for major, expected in ((7, 'float16'), (8, 'bfloat16'), (9, 'bfloat16')):
+        monkeypatch.setattr(torch.cuda, 'get_device_properties',
+                            lambda device, major=major: probed.append(device) or SimpleNamespace(major=major, minor=0))
+        assert default_dtype('cuda') == expected
+        assert default_dtype('cuda:5') == expected
+    assert probed == [3, 5] * 3 and allocated == []
+    monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda device: SimpleNamespace(major=7, minor=0))
+    assert torch.cuda.is_bf16_supported() and allocated == [0]  # the emulated answer, made on cuda:0
 
 
 def test_gpu_check_without_cuda_says_so_and_exits_0():

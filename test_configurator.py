@@ -1,4 +1,9 @@
-"""configurator.py: config files and --key=value overrides, with key and type checks."""
+"""configurator.py: config files and --key=value overrides, with key and type checks; --help."""
+
+import ast
+import os
+import runpy
+import sys
 
 import pytest
 
@@ -67,3 +72,51 @@ def test_derived_defaults_follow_the_chosen_setting():
     # set explicitly, in any order, it wins over the derived default
     assert configure(defaults, ['--dtype=float16', '--device=cpu'], derived=follow)['dtype'] == 'float16'
     assert configure(defaults, [], derived=follow)['dtype'] == 'bfloat16'
+
+
+def test_the_space_form_takes_the_next_word_as_the_value(tmp_path):
+    f = tmp_path / 'a.py'
+    f.write_text("max_iters = 10\n")
+    config = configure(DEFAULTS, ['--max_iters', '5', str(f), '--dataset', 'stdlib', '--top_k', '-1'])
+    assert config == dict(DEFAULTS, max_iters=10, dataset='stdlib', top_k=-1)  # the file came later
+    with pytest.raises(ConfigError, match=r"^'--compile' has no value: write it as --compile=VALUE\.$"):
+        configure(DEFAULTS, ['--compile', '--max_iters=3'])  # a word starting with -- is never a value
+    import bench  # which reads the model keys of its config files: a value is not a file
+    assert bench.get_config(['--n_layer', '3', '--device', 'cpu'])[0]['n_layer'] == 3
+
+
+# every script answers --help (or -h) from its docstring and config block, before any device
+# or data work: (its command line, lines it prints: a few of its keys with their defaults, a group heading)
+HELP = {
+    'train.py': (['configs/tiny.py', '-h'], ['eval_interval = 2000', "init_from = 'scratch'", 'bptt_loops = 0',
+                                            '# AdamW optimizer', 'device = default_device()']),
+    'sample.py': (['--help'], ['max_new_tokens = 500', "ckpt = 'best'", 'top_p = None']),
+    'bench.py': (['--n_layer=3', '--help'], ['rounds = 2', "loop_counts = ''", '# inference benchmark']),
+    'experiments.py': (['--quick', '-h'], ["pairs = '1x2,2x2'", 'n_seeds = 2', '# the grid']),
+    'gpu_check.py': (['--help'], ['steps = 30', "config = 'configs/loop6.py'", 'cache_tokens = 64']),
+}
+
+
+@pytest.mark.parametrize('script', HELP)
+def test_help_prints_the_usage_and_the_config_keys_then_exits_0(script, monkeypatch, capsys):
+    import numpy as np
+    import torch
+
+    def slow(*args, **kwargs):
+        raise AssertionError('--help must be answered before devices are probed or data read')
+    for module, name in ((torch.cuda, 'is_available'), (torch.backends.mps, 'is_available'), (np, 'memmap'),
+                         (np, 'fromfile'), (torch, 'load')):
+        monkeypatch.setattr(module, name, slow)
+    argv, expected = HELP[script]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+    monkeypatch.setattr(sys, 'argv', [path, *argv])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(path, run_name='__main__')
+    out, err = capsys.readouterr()
+    assert exit.value.code == 0 and err == ''
+    with open(path) as f:
+        usage = ast.get_docstring(ast.parse(f.read()))
+    assert out.startswith(usage + '\n')  # the whole docstring, then the keys
+    lines = out.splitlines()
+    for line in expected:
+        assert any(printed.startswith(line + ' ') or printed == line for printed in lines), line

@@ -7,8 +7,10 @@ for a few seconds on a repeated phrase, then run sample.py on it.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -139,6 +141,22 @@ def test_generate_top_k_1_and_tiny_top_p_are_greedy():
     assert torch.equal(model.generate(idx, 20, temperature=1.0, top_k=1), greedy)
     assert torch.equal(model.generate(idx, 20, temperature=1.0, top_p=1e-6), greedy)
     assert not torch.equal(model.generate(idx, 20, temperature=1.0), greedy)
+
+
+def test_generate_samples_from_fp32_logits_under_bf16_autocast():
+    model = make_model(LoopGPT, n_loop=2)
+    idx = torch.randint(64, (2, 4), generator=torch.Generator().manual_seed(4))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        _, logits, _ = generate_recording(model, idx, 5, use_cache=True)
+    # computed in bf16 (the values are bf16's), handed to sample_next in fp32
+    assert logits.dtype == torch.float32 and torch.equal(logits, logits.bfloat16().float())
+    # why: bf16 rounds top-p's probabilities. Two tokens with p = 0.8933 and 0.1067 (float64):
+    # top_p=0.894 must keep both, but bf16 rounds 0.8933 up to 0.8945 and drops the second
+    row = torch.tensor([[2.125, 0.0]], dtype=torch.bfloat16)
+    assert row.double().softmax(-1)[0, 0].item() < 0.894 < row.softmax(-1)[0, 0].item()
+    drawn = {dtype: set(GPT.sample_next(row.to(dtype).expand(2000, -1), top_p=0.894).flatten().tolist())
+             for dtype in (torch.float32, torch.bfloat16)}
+    assert drawn == {torch.float32: {0, 1}, torch.bfloat16: {0}}
 
 
 # -----------------------------------------------------------------------------
@@ -294,6 +312,17 @@ def test_checkpoint_without_meta_reads_its_dataset_meta(loop_run, tmp_path):
         sample.load_model('resume', str(tmp_path), 'last')
 
 
+def test_the_checkpoint_goes_to_the_cpu_and_only_the_model_to_the_device(loop_run, monkeypatch):
+    """The optimizer state (twice the weights) must never reach the GPU: 'meta' stands in for it."""
+    loaded, load = [], torch.load
+    monkeypatch.setattr(torch, 'load', lambda *args, **kwargs: loaded.append(load(*args, **kwargs)) or loaded[-1])
+    model, _, _ = sample.load_model('resume', loop_run, 'best', device='meta')
+    (checkpoint,) = loaded
+    state = [t for s in checkpoint['optimizer']['state'].values() for t in s.values() if t.dim()]
+    assert state and {t.device.type for t in state} == {'cpu'}
+    assert {p.device.type for p in model.parameters()} == {'meta'}
+
+
 def test_best_falls_back_to_last(gpt_run, capsys):
     code, out, err = run_main(capsys, f'--out_dir={gpt_run}', '--num_samples=1', '--max_new_tokens=5')
     assert code == 0, err
@@ -322,9 +351,35 @@ def test_user_errors_are_one_line(gpt_run, capsys, args, message):
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
-    r = run_sample(f'--out_dir={tmp_path}')  # as a subprocess: no traceback reaches the user
+    r = run_sample(f'--out_dir={tmp_path / "out"}')  # as a subprocess: no traceback reaches the user
     assert r.returncode == 1 and r.stdout == ''
     assert r.stderr.startswith('error: no checkpoint at') and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_an_out_dir_without_a_checkpoint_names_the_runs_beside_it(loop_run, gpt_run, tmp_path, capsys):
+    """python sample.py after make demo: out/ has no checkpoint, but out-tiny/ beside it has."""
+    runs = tmp_path / 'runs'
+    for run, name, files in ((loop_run, 'out-tiny', ['best.pt']), (gpt_run, 'out-old', ['last.pt'])):
+        os.makedirs(runs / name)
+        for f in files:
+            shutil.copy(os.path.join(run, f), runs / name / f)
+    os.makedirs(runs / 'broken')
+    (runs / 'broken' / 'last.pt').write_bytes(b'not a checkpoint')
+    written = [1e9, 1e9 - 3600, 1e9 - 7200]  # newest first, which is not their names' order
+    for t, name in zip(written, ['out-tiny', 'broken', 'out-old']):
+        os.utime(runs / name / os.listdir(runs / name)[0], (t, t))
+    written = [time.strftime('%Y-%m-%d %H:%M', time.localtime(t)) for t in written]
+    code, out, err = run_main(capsys, f'--out_dir={runs / "out"}')
+    assert code == 1 and out == ''
+    assert err.splitlines() == [
+        f"error: no checkpoint in {runs / 'out'} (best.pt or last.pt). Training runs beside it that have one, "
+        f"newest first:",
+        f"  {runs / 'out-tiny' / 'best.pt'}  iter 150, written {written[0]}",
+        f"  {runs / 'broken' / 'last.pt'}  iter ?, written {written[1]}",
+        f"  {runs / 'out-old' / 'last.pt'}  iter 0, written {written[2]}",
+        f"To sample from the newest: python sample.py --out_dir={runs / 'out-tiny'}"]
+    # and that command samples
+    assert run_main(capsys, f'--out_dir={runs / "out-tiny"}', '--num_samples=1', '--max_new_tokens=5')[0] == 0
 
 
 # -----------------------------------------------------------------------------

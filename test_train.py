@@ -208,6 +208,51 @@ def test_ddp_matches_one_process(runs, data_dir, tmp_path):
         torch.testing.assert_close(w, model_state(runs['full'])[name], rtol=1e-3, atol=1e-4)
 
 
+LEAVE_LAST = """
+import os, runpy, sys, time
+import torch.distributed as dist
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # argv: this script, train.py, its arguments
+import checkpoint
+
+save, destroy, log = checkpoint.save_checkpoint, dist.destroy_process_group, os.environ['EVENTS']
+
+def event(line):
+    with open(log, 'a') as f:
+        f.write(line + '\\n')
+
+def slow_save(obj, path):  # rank 0's final saves take a second longer
+    time.sleep(obj['iter_num'] == 2)
+    save(obj, path)
+    event(f"saved {os.path.basename(path)} {obj['iter_num']}")
+
+def leave():
+    event(f"rank {os.environ['RANK']} leaves")
+    destroy()
+
+checkpoint.save_checkpoint, dist.destroy_process_group = slow_save, leave
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_ddp_processes_leave_after_the_final_save(data_dir, tmp_path):
+    """Rank 1 tears down only once rank 0's final evaluation and save are done, however slow:
+    train.py under torchrun (gloo), with its saves slowed and the events logged in order."""
+    (tmp_path / 'leave_last.py').write_text(LEAVE_LAST)
+    events = tmp_path / 'events'
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                        str(tmp_path / 'leave_last.py'), TRAIN, *TINY, f'--data_dir={data_dir}',
+                        f'--out_dir={tmp_path / "out"}', '--n_layer=1', '--n_loop=2', '--loop_sampling=poisson',
+                        '--max_iters=2', '--eval_interval=2', '--eval_iters=1'],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'EVENTS': str(events)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    lines = events.read_text().splitlines()
+    saves = [i for i, line in enumerate(lines) if line.startswith('saved ')]
+    assert 'saved last.pt 2' in lines and saves[-1] < lines.index('rank 1 leaves'), lines
+    # loop counts drawn with backprop through all of them: rank 0 says once what bounds the memory
+    assert r.stdout.count('bptt_loops=k bounds it') == 1, r.stdout
+
+
 # a dataset of examples with answers: the loss and the accuracy count the answers only
 
 def test_hops_loss_and_accuracy_are_on_the_answers(data_dir, tmp_path):

@@ -35,9 +35,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
                         device_defaults, device_type_of, load_checkpoint, model_from_checkpoint,
                         peak_flops_of, save_checkpoint)
-from configurator import ConfigError, config_keys, configure
-from model import GPT, Block, build_model
+from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, answer_groups, answer_hits, load_meta
+from model import GPT, Block, build_model
+
+answer_help(__file__, sys.argv[1:])  # --help: the docstring and the keys below, before they are computed
 
 # -----------------------------------------------------------------------------
 # default config: GPT-2 124M on OpenWebText, as nanoGPT. Change it in configs/*.py or with --key=value;
@@ -306,6 +308,14 @@ raw_model.to(device)
 if master_process:
     print(f"model: {type(raw_model).__name__}, {raw_model.get_num_params() / 1e6:.2f}M parameters, "
           f"effective depth {raw_model.depth()}")
+    # a warning rather than a trial step at the cap: before the first step there is no AdamW state yet,
+    # and hours of allocator fragmentation are still to come, so a trial that fits would prove little
+    if loop_sampling != 'fixed' and not bptt_loops:
+        cap = 4 * n_loop  # LoopGPT.draw_n_loop's cap
+        print(f"note: with bptt_loops=0 a step backpropagates through every drawn iteration: a rare draw at the "
+              f"cap, {cap} loops, keeps 4x the loop activations of a step at n_loop={n_loop}, and may run out of "
+              f"memory hours into the run. bptt_loops=k bounds it (memory grows with k, not with the draw); "
+              f"python bench.py CONFIG --batch_size={batch_size} --loop_counts={n_loop},{cap} measures both peaks.")
 
 # --- optimizer and fp16 gradient scaler ---
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -332,8 +342,9 @@ if compile:
                 module.compile()
 # with bptt_loops, parameters used only before the last k iterations (wpe, a_0, the prelude)
 # get no gradient in some steps: DDP must look for them
+# gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets, not in a copy beside them
 train_model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None,
-                  find_unused_parameters=bptt_loops > 0) if ddp else model
+                  find_unused_parameters=bptt_loops > 0, gradient_as_bucket_view=True) if ddp else model
 peak_flops = peak_flops or peak_flops_of(device, dtype)  # 0: unknown (CPU, MPS, fp32, an unlisted GPU)
 
 
@@ -547,5 +558,6 @@ while True:
               f"{speed}{loop}{eta}{gates}")
         log(record)
 
-if ddp:
+if ddp:  # wait for rank 0's final evaluation and save, then leave together
+    dist.barrier(device_ids=[local_rank] if device_type == 'cuda' else None)
     dist.destroy_process_group()
