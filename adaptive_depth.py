@@ -36,9 +36,12 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from configurator import ConfigError, config_keys, configure
+from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, answer_groups, fixed_windows, load_meta
 from model import ExitRule
+
+if __name__ == '__main__':  # --help: the docstring and the keys below
+    answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 studies = 'stdlib,hops,deep,deep-hops'   # which of STUDIES to run, in this order

@@ -94,6 +94,7 @@ HELP = {
     'bench.py': (['--n_layer=3', '--help'], ['rounds = 2', "loop_counts = ''", '# inference benchmark']),
     'experiments.py': (['--quick', '-h'], ["pairs = '1x2,2x2'", 'n_seeds = 2', '# the grid']),
     'gpu_check.py': (['--help'], ['steps = 30', "config = 'configs/loop6.py'", 'cache_tokens = 64']),
+    'adaptive_depth.py': (['--studies=hops', '-h'], ["studies = 'stdlib,hops,deep,deep-hops'", 'batch_size = 64']),
 }
 
 
