@@ -10,6 +10,7 @@ Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,9 +43,19 @@ def data_dir(tmp_path_factory):
 
 
 def train(data_dir, out_dir, *args):
+    """train.py with dynamo's INFO log on, which names every frame it compiles: its stderr."""
     p = subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), *TINY, f'--data_dir={data_dir}',
-                        f'--out_dir={out_dir}', *args], capture_output=True, text=True, timeout=600)
+                        f'--out_dir={out_dir}', *args], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'TORCH_LOGS': 'dynamo'})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p.stderr
+
+
+def compiled_frames(stderr):
+    """The functions dynamo traced and handed to inductor, as 'name file:line'."""
+    traced = re.findall(r'Step 1: torchdynamo start tracing (\S+ \S+)', stderr)
+    assert len(traced) == stderr.count('Step 2: done compiler function inductor')
+    return traced
 
 
 def losses(out_dir):
@@ -56,8 +67,11 @@ def losses(out_dir):
 @needs_compiler
 @pytest.mark.parametrize('dtype,tol', [('float32', 1e-4), ('bfloat16', 2e-2)])
 def test_compiled_training_matches_eager_and_resumes_in_eager(data_dir, tmp_path, dtype, tol):
-    train(data_dir, tmp_path / 'eager', f'--dtype={dtype}', '--compile=False', f'--max_iters={2 * N}')
-    train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=True', f'--max_iters={N}')
+    assert compiled_frames(train(data_dir, tmp_path / 'eager', f'--dtype={dtype}', '--compile=False',
+                                 f'--max_iters={2 * N}')) == []
+    frames = compiled_frames(train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=True',
+                                   f'--max_iters={N}'))
+    assert frames and all(f.startswith('forward ') and 'model.py:' in f for f in frames), frames
     eager, compiled = losses(tmp_path / 'eager'), losses(tmp_path / 'compiled')
     # train.py steps at iterations 0..max_iters-1 and only evaluates at max_iters
     assert set(compiled) == {k for k in eager if k[1] < N or k == ('eval', N)}
@@ -66,8 +80,8 @@ def test_compiled_training_matches_eager_and_resumes_in_eager(data_dir, tmp_path
     # the compiled run's checkpoint holds the bare model, and eager training goes on from it
     ckpt = load_checkpoint(str(tmp_path / 'compiled'), 'last')
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
-    train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=False', f'--max_iters={2 * N}',
-          '--init_from=resume')
+    assert compiled_frames(train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=False',
+                                 f'--max_iters={2 * N}', '--init_from=resume')) == []
     resumed = losses(tmp_path / 'compiled')
     assert set(resumed) == set(eager)
     for key, loss in resumed.items():
