@@ -24,9 +24,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prepare
 from checkpoint import load_checkpoint, model_from_checkpoint
+from model import LoopGPT
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 N = 8  # iterations before the interruption; the full runs do 2N
@@ -74,13 +76,14 @@ def train(data_dir, out_dir, *args, nproc=1, cwd=None, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def train_here(data_dir, out_dir, *args, env=None):
-    """Run train.py in this process, its output captured: (exit code, stderr)."""
+def train_here(data_dir, out_dir, *args, env=None, stdout=None):
+    """Run train.py in this process, its output captured (stdout into the given StringIO):
+    (exit code, stderr)."""
     argv = [TRAIN, *TINY, f'--data_dir={data_dir}', f'--out_dir={out_dir}', *args]
     stderr = io.StringIO()
     try:
         with mock.patch.object(sys, 'argv', argv), mock.patch.dict(os.environ, env or {}), \
-                torch.random.fork_rng(), contextlib.redirect_stdout(io.StringIO()), \
+                torch.random.fork_rng(), contextlib.redirect_stdout(stdout or io.StringIO()), \
                 contextlib.redirect_stderr(stderr):
             runpy.run_path(TRAIN, run_name='__main__')
         code = 0
@@ -165,6 +168,114 @@ def test_loop_counts_and_flops_in_the_log(runs):
     assert all(r['mfu'] is None and r['tflops'] > 0 for r in raw)  # a CPU has no known peak: no MFU
 
 
+# inside one training run: what each forward is given, the lr, and the first step's gradients
+
+@pytest.fixture(scope='module')
+def recorded_run(data_dir, tmp_path_factory):
+    """train.py in this process on the 'sampled' LoopGPT for 4 iterations, without dropout
+    or clipping, recording (model.training, n_loop) of every forward call and, at every
+    optimizer step, the lr of each param group; at the first step also each parameter
+    (as initialised) and its gradient, in param-group order."""
+    out = tmp_path_factory.mktemp('recorded')
+    calls, lrs, first_step = [], [], []
+    forward = LoopGPT.forward
+
+    def recording_forward(self, *args, **kwargs):
+        calls.append((self.training, kwargs.get('n_loop')))
+        return forward(self, *args, **kwargs)
+
+    def before_step(optimizer, args, kwargs):
+        lrs.append([group['lr'] for group in optimizer.param_groups])
+        if not first_step:
+            first_step.extend((p.detach().clone(), None if p.grad is None else p.grad.clone())
+                              for group in optimizer.param_groups for p in group['params'])
+
+    hook = register_optimizer_step_pre_hook(before_step)
+    try:
+        with mock.patch.object(LoopGPT, 'forward', recording_forward):
+            code, stderr = train_here(data_dir, out, *MODELS['sampled'], '--max_iters=4', '--dropout=0.0',
+                                      '--grad_clip=0', '--warmup_iters=1', '--lr_decay_iters=3',
+                                      '--eval_interval=4', '--eval_iters=1', '--peak_flops=1e12')
+    finally:
+        hook.remove()
+    assert code == 0, stderr
+    return dict(out=out, calls=calls, lrs=lrs, first_step=first_step)
+
+
+def recorded_run_model(recorded_run):
+    return model_from_checkpoint(load_checkpoint(str(recorded_run['out']), 'last'))
+
+
+def test_each_forward_gets_the_drawn_loop_count(recorded_run):
+    model = recorded_run_model(recorded_run)
+    draws = [model.draw_n_loop(np.random.default_rng([1337, 2, it])) for it in range(4)]
+    assert len(set(draws)) > 1
+    evaluation = [(False, None)] * 2  # eval_iters=1 batch of each split, at the trained n_loop
+    micro_steps = [(True, n) for n in draws for _ in range(4)]  # 4 micro-batches an iteration
+    assert recorded_run['calls'] == evaluation + micro_steps + evaluation
+
+
+def test_lr_schedule(recorded_run):
+    """warmup_iters=1, lr_decay_iters=3: lr * 1/2 (warmup), lr (the cosine's start), half-way
+    down the cosine to min_lr, then min_lr; logged and set in every param group."""
+    lr, min_lr = 1e-2, 1e-3
+    expected = [lr / 2, lr, min_lr + (lr - min_lr) / 2, min_lr]
+    logged = [r['lr'] for r in read_log(recorded_run['out'], 'train')]
+    assert logged == pytest.approx(expected, rel=1e-12, abs=0)
+    assert recorded_run['lrs'] == [[x, x] for x in logged]
+
+
+def test_first_gradient_is_that_of_the_mean_loss_over_the_micro_batches(recorded_run, data_dir):
+    """With 4 micro-batches of 4 sequences, the first step's gradients are those of the mean
+    loss over the 16 sequences, as autograd gives it here for the same weights and batches."""
+    model = recorded_run_model(recorded_run).train()
+    groups = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu').param_groups
+    params = [p for group in groups for p in group['params']]
+    assert [p.shape for p in params] == [w.shape for w, _ in recorded_run['first_step']]
+    with torch.no_grad():
+        for p, (w, _) in zip(params, recorded_run['first_step']):
+            p.copy_(w)
+    train_tokens = np.fromfile(data_dir / 'stdlib' / 'train.bin', dtype=np.uint16).astype(np.int64)
+    n_loop = model.draw_n_loop(np.random.default_rng([1337, 2, 0]))
+    losses = []
+    for k in range(4):  # train.py's get_batch('train', train_rng(0, k))
+        ix = np.random.default_rng([1337, 0, 0, k]).integers(len(train_tokens) - 32, size=4)
+        x, y = (torch.from_numpy(np.stack([train_tokens[i + s:i + s + 32] for i in ix])) for s in (0, 1))
+        losses.append(model(x, y, n_loop=n_loop)[1])
+    loss = torch.stack(losses).mean()
+    loss.backward()
+    for p, (_, grad) in zip(params, recorded_run['first_step']):
+        torch.testing.assert_close(grad, p.grad, atol=1e-7, rtol=1e-5)
+    assert read_log(recorded_run['out'], 'train')[0]['loss'] == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_logged_speed_is_the_flops_of_the_tokens_in_the_step_time(recorded_run):
+    """tok/s, TFLOP/s and MFU come from the step time, the tokens of an iteration and
+    flops_per_token at the loop count run (peak_flops=1e12 given, so MFU = TFLOP/s)."""
+    model = recorded_run_model(recorded_run)
+    with open(recorded_run['out'] / 'log.jsonl') as f:
+        records = [r for r in map(json.loads, f) if r['kind'] == 'train']
+    tokens = 4 * 4 * 32
+    for r in records:
+        seconds = r['dt_ms'] / 1000
+        assert r['tok_s'] == pytest.approx(tokens / seconds)
+        assert r['tflops'] == pytest.approx(model.flops_per_token(n_loop=r['n_loop']) * tokens / seconds / 1e12)
+        assert r['mfu'] == pytest.approx(r['tflops'])
+
+
+def test_eval_only_evaluates_the_checkpoint_and_writes_nothing(recorded_run, data_dir, tmp_path):
+    out = shutil.copytree(recorded_run['out'], tmp_path / 'out')
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    stdout = io.StringIO()
+    code, stderr = train_here(data_dir, out, *MODELS['sampled'], '--init_from=resume', '--eval_only=True',
+                              '--max_iters=4', '--eval_iters=1', stdout=stdout)
+    assert code == 0, stderr
+    (record,) = [r for r in read_log(out, 'eval') if r['iter'] == 4]  # the run's own last evaluation
+    assert f"eval at iter 4: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}\n" \
+        in stdout.getvalue()
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
 # 2. exact resume
 
 def test_resume_is_exact(runs):
@@ -174,8 +285,15 @@ def test_resume_is_exact(runs):
     assert full['model'].keys() == resumed['model'].keys()
     for name, w in full['model'].items():
         assert torch.equal(w, resumed['model'][name]), name
-    for a, b in zip(full['optimizer']['state'].values(), resumed['optimizer']['state'].values()):
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    # and so is AdamW's state: every trained parameter's moments, after 2N steps
+    full_opt, resumed_opt = full['optimizer'], resumed['optimizer']
+    assert full_opt['param_groups'] == resumed_opt['param_groups']
+    n_params = sum(len(g['params']) for g in full_opt['param_groups'])
+    assert full_opt['state'].keys() == resumed_opt['state'].keys() == set(range(n_params))
+    for i, a in full_opt['state'].items():
+        b = resumed_opt['state'][i]
+        assert a.keys() == b.keys() == {'step', 'exp_avg', 'exp_avg_sq'} and a['step'] == 2 * N
+        assert all(torch.equal(a[k], b[k]) for k in a), i
 
 
 def test_backprop_through_every_loop_is_the_default(runs, data_dir, tmp_path):
