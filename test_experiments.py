@@ -271,6 +271,17 @@ def test_grid_and_its_twins():
             experiments.make_grid({**cfg, **bad})
 
 
+def test_tables_show_the_differences_and_spreads_of_the_results():
+    """Δ val loss is the first run's minus the second's, per seed and their mean; a cell over
+    seeds is the mean ± half the range."""
+    a, b = experiments.loop(1, 2), experiments.gpt(1)
+    results = {a.name: [dict(val_loss=2.0), dict(val_loss=2.5)], b.name: [dict(val_loss=2.25), dict(val_loss=2.0)]}
+    rows = experiments.comparisons_table([(a, b, 'parameters')], results).splitlines()
+    assert rows[-1] == '| 1⊗2 | 1⊗1 | parameters | +0.125 | -0.250, +0.500 |'
+    assert experiments.mean_spread([2.0, 2.5, 2.25]) == '2.250 ± 0.250'
+    assert experiments.mean_spread([2.0]) == '2.000'
+
+
 def test_user_errors_are_one_line(tmp_path):
     p = run_experiments('--pairs=2*2')
     assert p.returncode == 1 and p.stderr.startswith('error: ') and p.stderr.count('\n') == 1

@@ -182,6 +182,21 @@ def test_prelude_and_coda_wrap_the_loop():
     assert model.config.effective_depth == model.depth() == 1 + 2 * 2 + 1
 
 
+def test_init_scales_residual_projections_by_the_depth_run():
+    """GPT-2's init, with depth counting the loops: c_proj ~ N(0, 0.02 / sqrt(2 * 8)) for a
+    prelude block, 2 blocks looped 3 times and a coda block; other matrices N(0, 0.02)."""
+    model = make(LoopGPT, n_layer=2, n_loop=3, n_prelude=1, n_coda=1)
+    named = dict(model.named_parameters())
+    c_proj = torch.cat([p.flatten() for n, p in named.items() if n.endswith('c_proj.weight')])
+    other = torch.cat([p.flatten() for n, p in named.items() if p.dim() == 2 and n != 'gates'
+                       and not n.endswith('c_proj.weight')])
+    assert c_proj.numel() == 4 * 5 * SMALL['n_embd'] ** 2  # attn (C x C) and mlp (C x 4C) of 4 blocks
+    assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(2 * 8), rel=0.05)
+    assert other.std().item() == pytest.approx(0.02, rel=0.05)
+    assert all(not p.any() for n, p in named.items() if n.endswith('.bias'))
+    assert all((p == 1).all() for n, p in named.items() if n.endswith(('ln_1.weight', 'ln_2.weight', 'ln_f.weight')) or n == 'gates')
+
+
 def test_gpt_refuses_loop_settings():
     with pytest.raises(ValueError, match='LoopGPT'):
         GPT(GPTConfig(**{**SMALL, 'n_loop': 2}))

@@ -27,7 +27,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prepare
-from checkpoint import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, peak_flops_of
 from model import LoopGPT
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
@@ -261,6 +261,35 @@ def test_logged_speed_is_the_flops_of_the_tokens_in_the_step_time(recorded_run):
         assert r['tok_s'] == pytest.approx(tokens / seconds)
         assert r['tflops'] == pytest.approx(model.flops_per_token(n_loop=r['n_loop']) * tokens / seconds / 1e12)
         assert r['mfu'] == pytest.approx(r['tflops'])
+
+
+def test_gradients_are_clipped_to_grad_clip(data_dir, tmp_path):
+    norms = []
+
+    def before_step(optimizer, args, kwargs):
+        grads = [p.grad.flatten() for group in optimizer.param_groups for p in group['params']]
+        norms.append(torch.cat(grads).norm().item())
+
+    hook = register_optimizer_step_pre_hook(before_step)
+    try:
+        code, stderr = train_here(data_dir, tmp_path / 'out', '--n_layer=1', '--gradient_accumulation_steps=1',
+                                  '--max_iters=1', '--eval_iters=1', '--grad_clip=1e-3')
+    finally:
+        hook.remove()
+    assert code == 0, stderr
+    assert norms == [pytest.approx(1e-3, rel=1e-5)]  # a fresh model's gradient norm is far above it
+
+
+def test_peak_flops_are_looked_up_by_gpu_name():
+    """MFU divides by the data sheet's dense bf16/fp16 peak of the GPU torch names; the first
+    match in the table wins, so 'H100 PCIe' must not be read as an H100 (SXM)."""
+    peaks = {'NVIDIA H100 PCIe': 756e12, 'NVIDIA H100 80GB HBM3': 989e12, 'NVIDIA A100-SXM4-80GB': 312e12,
+             'NVIDIA L40S': 362e12, 'NVIDIA L4': 121e12, 'Tesla T4': 0.0}
+    for name, peak in peaks.items():
+        with mock.patch.object(torch.cuda, 'is_available', return_value=True), \
+                mock.patch.object(torch.cuda, 'get_device_name', return_value=name):
+            assert (peak_flops_of('cuda', 'bfloat16'), peak_flops_of('cuda', 'float32')) == (peak, 0.0), name
+    assert peak_flops_of('cpu', 'bfloat16') == 0.0
 
 
 def test_eval_only_evaluates_the_checkpoint_and_writes_nothing(recorded_run, data_dir, tmp_path):
