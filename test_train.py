@@ -1,11 +1,13 @@
 """
 train.py end to end on CPU, offline: the loss falls, a resumed run is bit-identical to
 an uninterrupted one, DDP over 2 processes matches 1 process, user mistakes end in one
-line, a failed save keeps the previous checkpoint, a NaN loss stops training.
+line, a failed save keeps the previous checkpoint, a NaN loss stops training; and, seen
+from inside a run, each forward gets the iteration's loop count, the lr follows its
+schedule and the first step's gradients are those of the mean loss of the micro-batches.
 
 The runs that the other tests build on are subprocesses (torchrun for DDP); the short
-ones (mistakes, failed save, NaN, GPT-2 start) run train.py in this process with runpy,
-which saves the interpreter start-up. All use a tiny model on ~300 KB of Python source,
+ones (the recorded run, mistakes, failed save, NaN, GPT-2 start) run train.py in this
+process with runpy, which saves the interpreter start-up and lets a test look inside. All use a tiny model on ~300 KB of Python source,
 byte-tokenized, that the tests write themselves. conftest.py sets OMP_NUM_THREADS=1.
 """
 
@@ -168,7 +170,8 @@ def test_loop_counts_and_flops_in_the_log(runs):
     assert all(r['mfu'] is None and r['tflops'] > 0 for r in raw)  # a CPU has no known peak: no MFU
 
 
-# inside one training run: what each forward is given, the lr, and the first step's gradients
+# inside a training run: what each forward is given, the lr, the gradients, the speed it logs;
+# grad_clip, peak_flops and eval_only
 
 @pytest.fixture(scope='module')
 def recorded_run(data_dir, tmp_path_factory):
@@ -187,7 +190,7 @@ def recorded_run(data_dir, tmp_path_factory):
     def before_step(optimizer, args, kwargs):
         lrs.append([group['lr'] for group in optimizer.param_groups])
         if not first_step:
-            first_step.extend((p.detach().clone(), None if p.grad is None else p.grad.clone())
+            first_step.extend((p.detach().clone(), p.grad.clone())
                               for group in optimizer.param_groups for p in group['params'])
 
     hook = register_optimizer_step_pre_hook(before_step)
@@ -222,7 +225,7 @@ def test_lr_schedule(recorded_run):
     expected = [lr / 2, lr, min_lr + (lr - min_lr) / 2, min_lr]
     logged = [r['lr'] for r in read_log(recorded_run['out'], 'train')]
     assert logged == pytest.approx(expected, rel=1e-12, abs=0)
-    assert recorded_run['lrs'] == [[x, x] for x in logged]
+    assert recorded_run['lrs'] == [[x, x] for x in logged]  # both param groups (decay and no decay)
 
 
 def test_first_gradient_is_that_of_the_mean_loss_over_the_micro_batches(recorded_run, data_dir):
