@@ -1,8 +1,9 @@
 """
 The GPU defaults, compile=True and bfloat16 autocast, under test on the CPU (inductor's
-C++ backend stands in for Triton): compiled training logs the losses of eager training, a
-checkpoint written by a compiled run resumes in eager, the KV cache agrees with the
-uncached forward under bf16, and gpu_check.py runs its checks (and without CUDA says so).
+C++ backend stands in for Triton): compiled training logs the losses of eager training (and
+dynamo's log shows model.py compiled, where the eager runs compile nothing), a checkpoint
+written by a compiled run resumes in eager, the KV cache agrees with the uncached forward
+under bf16, and gpu_check.py runs its checks (and without CUDA says so).
 
 Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
 /tmp/torchinductor_*), so the models are the smallest that still loop.
@@ -10,6 +11,7 @@ Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,9 +45,17 @@ def data_dir(tmp_path_factory):
 
 
 def train(data_dir, out_dir, *args):
+    """train.py with dynamo's INFO log on, which names every frame it compiles: its stderr."""
     p = subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), *TINY, f'--data_dir={data_dir}',
-                        f'--out_dir={out_dir}', *args], capture_output=True, text=True, timeout=600)
+                        f'--out_dir={out_dir}', *args], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'TORCH_LOGS': 'dynamo'})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p.stderr
+
+
+def traced_frames(stderr):
+    """The functions dynamo traced to compile them, as 'name file:line'."""
+    return re.findall(r'Step 1: torchdynamo start tracing (\S+ \S+)', stderr)
 
 
 def losses(out_dir):
@@ -57,8 +67,12 @@ def losses(out_dir):
 @needs_compiler
 @pytest.mark.parametrize('dtype,tol', [('float32', 1e-4), ('bfloat16', 2e-2)])
 def test_compiled_training_matches_eager_and_resumes_in_eager(data_dir, tmp_path, dtype, tol):
-    train(data_dir, tmp_path / 'eager', f'--dtype={dtype}', '--compile=False', f'--max_iters={2 * N}')
-    train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=True', f'--max_iters={N}')
+    assert traced_frames(train(data_dir, tmp_path / 'eager', f'--dtype={dtype}', '--compile=False',
+                               f'--max_iters={2 * N}')) == []
+    stderr = train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=True', f'--max_iters={N}')
+    frames = traced_frames(stderr)  # the model's forward, traced and handed to inductor
+    assert frames and all(f.startswith('forward ') and 'model.py:' in f for f in frames), frames
+    assert 'Step 2: done compiler function inductor' in stderr
     eager, compiled = losses(tmp_path / 'eager'), losses(tmp_path / 'compiled')
     # train.py steps at iterations 0..max_iters-1 and only evaluates at max_iters
     assert set(compiled) == {k for k in eager if k[1] < N or k == ('eval', N)}
@@ -67,8 +81,8 @@ def test_compiled_training_matches_eager_and_resumes_in_eager(data_dir, tmp_path
     # the compiled run's checkpoint holds the bare model, and eager training goes on from it
     ckpt = load_checkpoint(str(tmp_path / 'compiled'), 'last')
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
-    train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=False', f'--max_iters={2 * N}',
-          '--init_from=resume')
+    assert traced_frames(train(data_dir, tmp_path / 'compiled', f'--dtype={dtype}', '--compile=False',
+                               f'--max_iters={2 * N}', '--init_from=resume')) == []
     resumed = losses(tmp_path / 'compiled')
     assert set(resumed) == set(eager)
     for key, loss in resumed.items():

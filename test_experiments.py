@@ -128,6 +128,38 @@ def test_hops_grid_end_to_end(tmp_path):
     assert (out / 'accuracy_by_hops.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_hops_evaluation_scores_the_answers_of_whole_examples(tmp_path):
+    """experiments' hops loss and accuracy, by hand: with eval_tokens covering the split,
+    each of the 100 examples a window can start at is scored once, on its three answers."""
+    prepare.run(['hops', '--nodes', '5', '--hops', '2', '--queries', '3', '--train_examples', '100',
+                 '--val_examples', '101', '--data_dir', str(tmp_path)])
+    L = 14  # 5 edges, then 3 queries "hop count, start, answer"; query j asks for 1 + j % 2 hops
+    data = experiments.load_data(dict(data_dir=str(tmp_path), dataset='hops', block_size=L, batch_size=4,
+                                      eval_tokens=10**6))
+    torch.manual_seed(0)
+    model = LoopGPT(GPTConfig(block_size=L, vocab_size=5 + 2 + 25, n_layer=1, n_head=2, n_embd=16, n_loop=2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for x, y in data['train'][:20]:  # a few steps, after which it hits some answers (at init it repeats its input)
+        optimizer.zero_grad()
+        model(x, y)[1].backward()
+        optimizer.step()
+    loss, accuracy, accuracy_by = experiments.evaluate(model, data['val'], data['groups'])
+
+    val = torch.from_numpy(np.fromfile(tmp_path / 'hops' / 'val.bin', dtype=np.uint16).astype(np.int64))
+    examples = val[:100 * L].view(100, L)
+    with torch.no_grad():
+        logits = model(examples, torch.zeros_like(examples))[0]
+    terms, hits = [], {1: [], 2: []}
+    for j in range(3):
+        t = 5 + 3 * j + 1  # the start node: its target is the answer
+        assert (examples[:, t - 1] == 5 + j % 2).all()  # the hop-count token before it
+        terms.append(torch.nn.functional.cross_entropy(logits[:, t], examples[:, t + 1], reduction='none'))
+        hits[1 + j % 2] += (logits[:, t].argmax(-1) == examples[:, t + 1]).tolist()
+    assert loss == pytest.approx(torch.cat(terms).mean().item(), abs=1e-5)
+    assert accuracy_by == [pytest.approx(np.mean(hits[1])), pytest.approx(np.mean(hits[2]))]
+    assert accuracy == pytest.approx(np.mean(hits[1] + hits[2])) and 0 < accuracy < 1
+
+
 def test_budget_and_recurrent_end_to_end(tmp_path):
     """--budgets and --recurrent: every run at each budget, loop counts drawn in training,
     the sweep to 4x the trained loops, and the budget table and plot."""
@@ -237,6 +269,17 @@ def test_grid_and_its_twins():
     for bad in (dict(pairs='2*2'), dict(pairs='2x1'), dict(prelude_coda='0+2x2+0'), dict(n_seeds=0)):
         with pytest.raises(ConfigError):
             experiments.make_grid({**cfg, **bad})
+
+
+def test_tables_show_the_differences_and_spreads_of_the_results():
+    """Δ val loss is the first run's minus the second's, per seed and their mean; a cell over
+    seeds is the mean ± half the range."""
+    a, b = experiments.loop(1, 2), experiments.gpt(1)
+    results = {a.name: [dict(val_loss=2.0), dict(val_loss=2.5)], b.name: [dict(val_loss=2.25), dict(val_loss=2.0)]}
+    rows = experiments.comparisons_table([(a, b, 'parameters')], results).splitlines()
+    assert rows[-1] == '| 1⊗2 | 1⊗1 | parameters | +0.125 | -0.250, +0.500 |'
+    assert experiments.mean_spread([2.0, 2.5, 2.25]) == '2.250 ± 0.250'
+    assert experiments.mean_spread([2.0]) == '2.000'
 
 
 def test_user_errors_are_one_line(tmp_path):

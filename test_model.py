@@ -183,6 +183,21 @@ def test_prelude_and_coda_wrap_the_loop():
     assert model.config.effective_depth == model.depth() == 1 + 2 * 2 + 1
 
 
+def test_init_scales_residual_projections_by_the_depth_run():
+    """GPT-2's init, with depth counting the loops: c_proj ~ N(0, 0.02 / sqrt(2 * 8)) for a
+    prelude block, 2 blocks looped 3 times and a coda block; other matrices N(0, 0.02)."""
+    model = make(LoopGPT, n_layer=2, n_loop=3, n_prelude=1, n_coda=1)
+    named = dict(model.named_parameters())
+    c_proj = torch.cat([p.flatten() for n, p in named.items() if n.endswith('c_proj.weight')])
+    other = torch.cat([p.flatten() for n, p in named.items() if p.dim() == 2 and n != 'gates'
+                       and not n.endswith('c_proj.weight')])
+    assert c_proj.numel() == 4 * 5 * SMALL['n_embd'] ** 2  # attn (C x C) and mlp (C x 4C) of 4 blocks
+    assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(2 * 8), rel=0.05)
+    assert other.std().item() == pytest.approx(0.02, rel=0.05)
+    assert all(not p.any() for n, p in named.items() if n.endswith('.bias'))
+    assert all((p == 1).all() for n, p in named.items() if n.endswith(('ln_1.weight', 'ln_2.weight', 'ln_f.weight')) or n == 'gates')
+
+
 def test_gpt_refuses_loop_settings():
     with pytest.raises(ValueError, match='LoopGPT'):
         GPT(GPTConfig(**{**SMALL, 'n_loop': 2}))
@@ -207,8 +222,37 @@ def test_test_time_n_loop():
     more = all_logits(model, idx)
     assert (more - trained).abs().max() > 1e-4
     assert model.depth() == 4 * SMALL['n_layer']
+    # independently: a model trained with 4 loops whose gates a_3, a_4 are copies of a_2
+    four = make(LoopGPT, n_loop=4)
+    a = model.gates.detach()
+    four.load_state_dict({**model.state_dict(), 'gates': torch.cat((a, a[2:], a[2:]))})
+    torch.testing.assert_close(more, all_logits(four, idx), atol=1e-6, rtol=0)
     model.n_loop = 2
     assert torch.equal(all_logits(model, idx), trained)
+
+
+def test_flops_per_token_by_hand():
+    """PaLM's count, written out: 6 FLOPs per weight used (2 forward, 4 backward) and
+    12 * C * T per block for attention (4 forward, 8 backward), with the parameters
+    counted by hand (GPT-2 blocks hold 12 C^2 + 13 C; wpe is not counted, as nanoGPT)."""
+    V, C, T = SMALL['vocab_size'], SMALL['n_embd'], SMALL['block_size']
+    block = 12 * C * C + 13 * C
+    once = V * C + 2 * C  # wte (= lm_head) and ln_f
+    gpt = make(GPT, n_layer=3)
+    assert gpt.flops_per_token() == 6 * (once + 3 * block) + 12 * 3 * C * T
+    assert gpt.flops_per_token(seq_len=4) == 6 * (once + 3 * block) + 12 * 3 * C * 4
+    # LoopGPT: the k looped blocks (and the injection map, 2 C^2) count once per iteration run,
+    # the prelude, coda, embeddings and the N + 1 gates once; with bptt_loops = b only the
+    # last b iterations have a backward pass
+    k, N, P, Q, b = 2, 3, 1, 1, 2
+    loop = make(LoopGPT, n_layer=k, n_loop=N, n_prelude=P, n_coda=Q, input_injection=True, bptt_loops=b)
+    looped, unshared = k * block + 2 * C * C, once + (P + Q) * block + (N + 1) * C
+    for r in (1, 3, 5):
+        g = min(b, r)
+        forward = 2 * (unshared + r * looped) + 4 * C * T * (P + Q + r * k)
+        backward = 4 * (unshared + g * looped) + 8 * C * T * (P + Q + g * k)
+        assert loop.flops_per_token(n_loop=r) == forward + backward, r
+    assert loop.flops_per_token() == loop.flops_per_token(n_loop=N)
 
 
 def test_flops_count_loops():
@@ -356,7 +400,7 @@ def test_drawn_loop_counts():
     assert min(draws) == 1 and max(draws) <= 12 and len(set(draws)) >= 6
     assert np.mean(draws) == pytest.approx(3, abs=0.1)  # mean n_loop
     idx = random_idx()
-    # a call's n_loop is the same as setting the attribute; gates past N reuse a_N
+    # a call's n_loop is the same as setting the attribute (whose gates past N test_test_time_n_loop checks)
     randomize_gates(model)
     for n in (1, 5):
         by_call = model(idx, torch.zeros_like(idx), n_loop=n)[0]

@@ -4,6 +4,7 @@ CPU, fp32, offline; tiny models. The end-to-end tests train a LoopGPT with train
 for a few seconds on a repeated phrase, then run sample.py on it.
 """
 
+import functools
 import json
 import os
 import re
@@ -11,13 +12,14 @@ import shutil
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
 import sample
-from checkpoint import save_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from model import GPT, GPTConfig, LoopGPT
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -64,6 +66,7 @@ MODELS = {
     'loop1': (LoopGPT, dict(n_loop=1)),
     'loop3': (LoopGPT, dict(n_loop=3)),
     'loop3-prelude-coda': (LoopGPT, dict(n_loop=3, n_prelude=1, n_coda=1)),
+    'loop3-inject': (LoopGPT, dict(n_loop=3, input_injection=True)),  # x_0 enters every iteration
 }
 
 
@@ -84,7 +87,7 @@ def test_cache_gives_the_same_tokens_and_logits(name):
     assert len(set(plain[0].tolist())) > 3  # not a degenerate repeat-one-token model
 
 
-@pytest.mark.parametrize('name', ['gpt', 'loop3-prelude-coda'])
+@pytest.mark.parametrize('name', ['gpt', 'loop3-prelude-coda', 'loop3-inject'])
 def test_cache_in_chunks_matches_one_forward(name):
     """Prompt, then a chunk of several tokens, then single tokens: every position's logits
     as one forward over the whole sequence (exercises the chunk attention mask)."""
@@ -283,7 +286,30 @@ def test_n_loop_on_the_command_line(loop_run, capsys):
     assert default[0] == same[0] == more[0] == 0, more[2]
     assert same[1] == default[1] == (PHRASE * 3)[:35] + '\n---------------\n'
     assert 'n_loop 6 (trained with 2)' in more[2]
-    assert len(samples(more[1])) == 1 and samples(more[1])[0].startswith('hello')
+    # what the model run for 6 iterations generates (greedy, without the cache); not the trained text
+    model = model_from_checkpoint(load_checkpoint(loop_run, 'best')).eval()
+    model.n_loop = 6
+    tokens = model.generate(torch.tensor([list(b'hello')]), 30, temperature=0, use_cache=False)[0]
+    assert samples(more[1]) == [bytes(tokens.tolist()).decode('utf-8', errors='replace')] != samples(default[1])
+
+
+def test_compiled_sampling_gives_the_eager_text(loop_run, capsys):
+    """--compile=True: dynamo captures the forward (the prompt, then one token a step with the
+    cache) and the text is the eager text. Captured with the 'eager' backend: inductor's C++
+    build of these graphs takes minutes on a CPU, and test_compile.py covers inductor."""
+    from torch._dynamo.utils import counters  # dynamo's own tally of the graphs it captured
+    common = [f'--out_dir={loop_run}', '--start=hello', '--temperature=0', '--num_samples=1',
+              '--max_new_tokens=10']
+    eager = run_main(capsys, *common)
+    counters.clear()
+    try:
+        with mock.patch.object(torch, 'compile', functools.partial(torch.compile, backend='eager')):
+            compiled = run_main(capsys, *common, '--compile=True')
+        assert compiled[0] == 0, compiled[2]
+        assert counters['stats']['unique_graphs'] >= 2  # the prefill and the one-token step
+    finally:
+        torch._dynamo.reset()  # forget the graphs of this test's model
+    assert compiled[1] == eager[1] == (PHRASE * 2)[:15] + '\n---------------\n'
 
 
 def test_exit_on_the_command_line(loop_run, capsys):
@@ -458,3 +484,18 @@ def test_bench_trains_at_each_drawn_loop_count():
     import bench
     assert [row[2] for row in rows] == [bench.si(model.flops_per_token(n_loop=n)) for n in (1, 2, 3)]
     assert 'LoopGPT / same-params GPT' not in r.stdout  # three rows, but no twins to compare with
+    # and each training step really runs that count: every forward of a row's bench_one is given it
+    config = {**bench.config_keys(vars(bench)), 'n_layer': 1, 'n_loop': 2, 'n_embd': 32, 'n_head': 2,
+              'block_size': 32, 'batch_size': 2, 'warmup_iters': 1, 'train_iters': 1, 'loop_counts': '3',
+              'bptt_loops': 2, 'device': 'cpu', 'dtype': 'float32', 'compile': False}
+    (_, model_type, model_args, loops), = bench.models_to_run(config)
+    calls, forward, precision = [], LoopGPT.forward, torch.get_float32_matmul_precision()
+
+    def recording_forward(self, *args, **kwargs):
+        calls.append(kwargs.get('n_loop'))
+        return forward(self, *args, **kwargs)
+
+    with mock.patch.object(LoopGPT, 'forward', recording_forward):
+        bench.bench_one(model_type, model_args, loops, config)
+    torch.set_float32_matmul_precision(precision)  # bench_one sets it for the process
+    assert calls == [3, 3]

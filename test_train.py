@@ -1,11 +1,13 @@
 """
 train.py end to end on CPU, offline: the loss falls, a resumed run is bit-identical to
 an uninterrupted one, DDP over 2 processes matches 1 process, user mistakes end in one
-line, a failed save keeps the previous checkpoint, a NaN loss stops training.
+line, a failed save keeps the previous checkpoint, a NaN loss stops training; and, seen
+from inside a run, each forward gets the iteration's loop count, the lr follows its
+schedule and the first step's gradients are those of the mean loss of the micro-batches.
 
 The runs that the other tests build on are subprocesses (torchrun for DDP); the short
-ones (mistakes, failed save, NaN, GPT-2 start) run train.py in this process with runpy,
-which saves the interpreter start-up. All use a tiny model on ~300 KB of Python source,
+ones (the recorded run, mistakes, failed save, NaN, GPT-2 start) run train.py in this
+process with runpy, which saves the interpreter start-up and lets a test look inside. All use a tiny model on ~300 KB of Python source,
 byte-tokenized, that the tests write themselves. conftest.py sets OMP_NUM_THREADS=1.
 """
 
@@ -24,9 +26,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prepare
-from checkpoint import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, peak_flops_of
+from model import LoopGPT
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 N = 8  # iterations before the interruption; the full runs do 2N
@@ -76,13 +80,14 @@ def train(data_dir, out_dir, *args, nproc=1, cwd=None, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def train_here(data_dir, out_dir, *args, env=None):
-    """Run train.py in this process, its output captured: (exit code, stderr)."""
+def train_here(data_dir, out_dir, *args, env=None, stdout=None):
+    """Run train.py in this process, its output captured (stdout into the given StringIO):
+    (exit code, stderr)."""
     argv = [TRAIN, *TINY, f'--data_dir={data_dir}', f'--out_dir={out_dir}', *args]
     stderr = io.StringIO()
     try:
         with mock.patch.object(sys, 'argv', argv), mock.patch.dict(os.environ, env or {}), \
-                torch.random.fork_rng(), contextlib.redirect_stdout(io.StringIO()), \
+                torch.random.fork_rng(), contextlib.redirect_stdout(stdout or io.StringIO()), \
                 contextlib.redirect_stderr(stderr):
             runpy.run_path(TRAIN, run_name='__main__')
         code = 0
@@ -167,6 +172,144 @@ def test_loop_counts_and_flops_in_the_log(runs):
     assert all(r['mfu'] is None and r['tflops'] > 0 for r in raw)  # a CPU has no known peak: no MFU
 
 
+# inside a training run: what each forward is given, the lr, the gradients, the speed it logs;
+# grad_clip, peak_flops and eval_only
+
+@pytest.fixture(scope='module')
+def recorded_run(data_dir, tmp_path_factory):
+    """train.py in this process on the 'sampled' LoopGPT for 4 iterations, without dropout
+    or clipping, recording (model.training, n_loop) of every forward call and, at every
+    optimizer step, the lr of each param group; at the first step also each parameter
+    (as initialised) and its gradient, in param-group order."""
+    out = tmp_path_factory.mktemp('recorded')
+    calls, lrs, first_step = [], [], []
+    forward = LoopGPT.forward
+
+    def recording_forward(self, *args, **kwargs):
+        calls.append((self.training, kwargs.get('n_loop')))
+        return forward(self, *args, **kwargs)
+
+    def before_step(optimizer, args, kwargs):
+        lrs.append([group['lr'] for group in optimizer.param_groups])
+        if not first_step:
+            first_step.extend((p.detach().clone(), p.grad.clone())
+                              for group in optimizer.param_groups for p in group['params'])
+
+    hook = register_optimizer_step_pre_hook(before_step)
+    try:
+        with mock.patch.object(LoopGPT, 'forward', recording_forward):
+            code, stderr = train_here(data_dir, out, *MODELS['sampled'], '--max_iters=4', '--dropout=0.0',
+                                      '--grad_clip=0', '--warmup_iters=1', '--lr_decay_iters=3',
+                                      '--eval_interval=4', '--eval_iters=1', '--peak_flops=1e12')
+    finally:
+        hook.remove()
+    assert code == 0, stderr
+    return dict(out=out, calls=calls, lrs=lrs, first_step=first_step)
+
+
+def recorded_run_model(recorded_run):
+    return model_from_checkpoint(load_checkpoint(str(recorded_run['out']), 'last'))
+
+
+def test_each_forward_gets_the_drawn_loop_count(recorded_run):
+    model = recorded_run_model(recorded_run)
+    draws = [model.draw_n_loop(np.random.default_rng([1337, 2, it])) for it in range(4)]
+    assert len(set(draws)) > 1
+    evaluation = [(False, None)] * 2  # eval_iters=1 batch of each split, at the trained n_loop
+    micro_steps = [(True, n) for n in draws for _ in range(4)]  # 4 micro-batches an iteration
+    assert recorded_run['calls'] == evaluation + micro_steps + evaluation
+
+
+def test_lr_schedule(recorded_run):
+    """warmup_iters=1, lr_decay_iters=3: lr * 1/2 (warmup), lr (the cosine's start), half-way
+    down the cosine to min_lr, then min_lr; logged and set in every param group."""
+    lr, min_lr = 1e-2, 1e-3
+    expected = [lr / 2, lr, min_lr + (lr - min_lr) / 2, min_lr]
+    logged = [r['lr'] for r in read_log(recorded_run['out'], 'train')]
+    assert logged == pytest.approx(expected, rel=1e-12, abs=0)
+    assert recorded_run['lrs'] == [[x, x] for x in logged]  # both param groups (decay and no decay)
+
+
+def test_first_gradient_is_that_of_the_mean_loss_over_the_micro_batches(recorded_run, data_dir):
+    """With 4 micro-batches of 4 sequences, the first step's gradients are those of the mean
+    loss over the 16 sequences, as autograd gives it here for the same weights and batches."""
+    model = recorded_run_model(recorded_run).train()
+    groups = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu').param_groups
+    params = [p for group in groups for p in group['params']]
+    assert [p.shape for p in params] == [w.shape for w, _ in recorded_run['first_step']]
+    with torch.no_grad():
+        for p, (w, _) in zip(params, recorded_run['first_step']):
+            p.copy_(w)
+    train_tokens = np.fromfile(data_dir / 'stdlib' / 'train.bin', dtype=np.uint16).astype(np.int64)
+    n_loop = model.draw_n_loop(np.random.default_rng([1337, 2, 0]))
+    losses = []
+    for k in range(4):  # train.py's get_batch('train', train_rng(0, k))
+        ix = np.random.default_rng([1337, 0, 0, k]).integers(len(train_tokens) - 32, size=4)
+        x, y = (torch.from_numpy(np.stack([train_tokens[i + s:i + s + 32] for i in ix])) for s in (0, 1))
+        losses.append(model(x, y, n_loop=n_loop)[1])
+    loss = torch.stack(losses).mean()
+    loss.backward()
+    for p, (_, grad) in zip(params, recorded_run['first_step']):
+        torch.testing.assert_close(grad, p.grad, atol=1e-7, rtol=1e-5)
+    assert read_log(recorded_run['out'], 'train')[0]['loss'] == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_logged_speed_is_the_flops_of_the_tokens_in_the_step_time(recorded_run):
+    """tok/s, TFLOP/s and MFU come from the step time, the tokens of an iteration and
+    flops_per_token at the loop count run (peak_flops=1e12 given, so MFU = TFLOP/s)."""
+    model = recorded_run_model(recorded_run)
+    with open(recorded_run['out'] / 'log.jsonl') as f:
+        records = [r for r in map(json.loads, f) if r['kind'] == 'train']
+    tokens = 4 * 4 * 32
+    for r in records:
+        seconds = r['dt_ms'] / 1000
+        assert r['tok_s'] == pytest.approx(tokens / seconds)
+        assert r['tflops'] == pytest.approx(model.flops_per_token(n_loop=r['n_loop']) * tokens / seconds / 1e12)
+        assert r['mfu'] == pytest.approx(r['tflops'])
+
+
+def test_gradients_are_clipped_to_grad_clip(data_dir, tmp_path):
+    norms = []
+
+    def before_step(optimizer, args, kwargs):
+        grads = [p.grad.flatten() for group in optimizer.param_groups for p in group['params']]
+        norms.append(torch.cat(grads).norm().item())
+
+    hook = register_optimizer_step_pre_hook(before_step)
+    try:
+        code, stderr = train_here(data_dir, tmp_path / 'out', '--n_layer=1', '--gradient_accumulation_steps=1',
+                                  '--max_iters=1', '--eval_iters=1', '--grad_clip=1e-3')
+    finally:
+        hook.remove()
+    assert code == 0, stderr
+    assert norms == [pytest.approx(1e-3, rel=1e-5)]  # a fresh model's gradient norm is far above it
+
+
+def test_peak_flops_are_looked_up_by_gpu_name():
+    """MFU divides by the data sheet's dense bf16/fp16 peak of the GPU torch names; the first
+    match in the table wins, so 'H100 PCIe' must not be read as an H100 (SXM)."""
+    peaks = {'NVIDIA H100 PCIe': 756e12, 'NVIDIA H100 80GB HBM3': 989e12, 'NVIDIA A100-SXM4-80GB': 312e12,
+             'NVIDIA L40S': 362e12, 'NVIDIA L4': 121e12, 'Tesla T4': 0.0}
+    for name, peak in peaks.items():
+        with mock.patch.object(torch.cuda, 'is_available', return_value=True), \
+                mock.patch.object(torch.cuda, 'get_device_name', return_value=name):
+            assert (peak_flops_of('cuda', 'bfloat16'), peak_flops_of('cuda', 'float32')) == (peak, 0.0), name
+    assert peak_flops_of('cpu', 'bfloat16') == 0.0
+
+
+def test_eval_only_evaluates_the_checkpoint_and_writes_nothing(recorded_run, data_dir, tmp_path):
+    out = shutil.copytree(recorded_run['out'], tmp_path / 'out')
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    stdout = io.StringIO()
+    code, stderr = train_here(data_dir, out, *MODELS['sampled'], '--init_from=resume', '--eval_only=True',
+                              '--max_iters=4', '--eval_iters=1', stdout=stdout)
+    assert code == 0, stderr
+    (record,) = [r for r in read_log(out, 'eval') if r['iter'] == 4]  # the run's own last evaluation
+    assert f"eval at iter 4: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}\n" \
+        in stdout.getvalue()
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
 # 2. exact resume
 
 def test_resume_is_exact(runs):
@@ -176,8 +319,15 @@ def test_resume_is_exact(runs):
     assert full['model'].keys() == resumed['model'].keys()
     for name, w in full['model'].items():
         assert torch.equal(w, resumed['model'][name]), name
-    for a, b in zip(full['optimizer']['state'].values(), resumed['optimizer']['state'].values()):
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    # and so is AdamW's state: every trained parameter's moments, after 2N steps
+    full_opt, resumed_opt = full['optimizer'], resumed['optimizer']
+    assert full_opt['param_groups'] == resumed_opt['param_groups']
+    n_params = sum(len(g['params']) for g in full_opt['param_groups'])
+    assert full_opt['state'].keys() == resumed_opt['state'].keys() == set(range(n_params))
+    for i, a in full_opt['state'].items():
+        b = resumed_opt['state'][i]
+        assert a.keys() == b.keys() == {'step', 'exp_avg', 'exp_avg_sq'} and a['step'] == 2 * N
+        assert all(torch.equal(a[k], b[k]) for k in a), i
 
 
 def test_backprop_through_every_loop_is_the_default(runs, data_dir, tmp_path):
@@ -204,6 +354,8 @@ def test_ddp_matches_one_process(runs, data_dir, tmp_path):
     # only rank 0 wrote, and only its three files
     assert sorted(os.listdir(tmp_path)) == ['ddp']
     assert sorted(os.listdir(tmp_path / 'ddp')) == ['best.pt', 'last.pt', 'log.jsonl']
+    # close, not equal: 2 processes sum the 4 micro-batch gradients as (g0 + g1) + (g2 + g3), one
+    # as ((g0 + g1) + g2) + g3; float rounding (1e-7) that AdamW's step grows over the run
     for name, w in model_state(tmp_path / 'ddp').items():
         torch.testing.assert_close(w, model_state(runs['full'])[name], rtol=1e-3, atol=1e-4)
 
