@@ -20,6 +20,11 @@ runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in STUD
                 (mean 6) with the state normalised after every iteration
     deep-hops   experiments.py --recurrent=1x6 --dataset=hops --bptt_loops=3 --loop_norm=True
 
+With --studies, the other studies' results already in out_dir are kept (measured on the
+same eval_tokens), so one study can be added or measured again alone. --train=False measures
+the runs already in runs_root without calling experiments.py (whose grid evaluation and
+loop sweep it would otherwise redo).
+
 Writes out_dir/results.json ({"runs": {NAME: {"trained_n_loop", "fixed": [...], "adaptive":
 [...]}}}), results.md and frontier.png (with matplotlib).
 """
@@ -49,10 +54,11 @@ out_dir = 'experiments-out/exit'         # results.json, results.md, frontier.pn
 runs_root = 'experiments-out'            # experiments.py writes DIR/ (its results) and DIR-runs/ (the runs)
 data_dir = 'data'
 kl_thresholds = '1e-4,5e-4,3e-3,0.01,0.05,0.2,1,3,10'  # KL(p_n || p_{n-1}) < t; 5e-4 is Huginn's
-entropy_thresholds = '0.25,0.5,1,1.5,2,2.25,2.5,3'   # H(p_n) < t, in nats
+entropy_thresholds = '0.25,0.5,1,1.5,2,2.1,2.2,2.3,2.5,3'  # H(p_n) < t, in nats
 eval_tokens = 16384                      # val tokens per evaluation (the same windows for every model)
 batch_size = 64                          # windows evaluated together
 experiment_args = ''                     # more --key=value for every experiments.py call, e.g. '--jobs=1'
+train = True                             # False: measure the runs already in runs_root, without experiments.py
 threads = 0                              # torch threads for the evaluation; 0: torch's default
 # -----------------------------------------------------------------------------
 
@@ -62,9 +68,9 @@ STUDIES = {
     'stdlib': ('depth', ['--recurrent=2x2'], 'stdlib', ['loop2x2-poisson', 'loop2x2']),
     'hops': ('depth-hops', ['--recurrent=1x2', '--dataset=hops'], 'hops', ['loop1x2-poisson', 'loop1x2']),
     'deep': ('depth-norm', ['--recurrent=2x6', '--bptt_loops=3', '--loop_norm=True'], 'stdlib',
-             ['loop2x6-poisson-inject-bptt3-norm', 'loop2x6-poisson-bptt3-norm']),
+             ['loop2x6-poisson-inject-bptt3-norm', 'loop2x6-norm']),
     'deep-hops': ('depth-norm-hops', ['--recurrent=1x6', '--dataset=hops', '--bptt_loops=3', '--loop_norm=True'],
-                  'hops', ['loop1x6-poisson-inject-bptt3-norm', 'loop1x6-poisson-bptt3-norm']),
+                  'hops', ['loop1x6-poisson-inject-bptt3-norm', 'loop1x6-norm']),
 }
 SEEDS = (1337, 1338)  # experiments.py's two seeds
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,6 +156,8 @@ def train(name, c):
     cmd = [sys.executable, os.path.join(HERE, 'experiments.py'), *args, f"--data_dir={c['data_dir']}",
            f"--out_dir={os.path.join(c['runs_root'], folder)}", f'--runs_dir={runs_dir}',
            *shlex.split(c['experiment_args'])]
+    if not c['train']:
+        return runs_dir
     print('$ ' + ' '.join(shlex.quote(a) for a in cmd[1:]), flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise RunError(f"experiments.py failed for the {name} study (its error is above): fix it and run this again.")
@@ -186,12 +194,13 @@ def main(c):
     if c['threads']:
         torch.set_num_threads(c['threads'])
     t0 = time.time()
-    results = {}
+    results, info = earlier(c, names)
     for name in names:
         results.update(measure(name, train(name, c), c))
-    info = dict(command=' '.join(['python adaptive_depth.py'] + [shlex.quote(a) for a in sys.argv[1:]]),
-                machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-                wall_s=time.time() - t0, eval_tokens=c['eval_tokens'])
+    command = ' '.join(['python adaptive_depth.py'] + [shlex.quote(a) for a in sys.argv[1:]])
+    info['commands'].append(dict(command=command, studies=names, wall_s=time.time() - t0,
+                                 machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
+                                         f"{torch.get_num_threads()} threads"))
     os.makedirs(c['out_dir'], exist_ok=True)
     with open(os.path.join(c['out_dir'], 'results.json'), 'w') as f:
         json.dump(dict(info=info, config=c, runs=results), f)
@@ -254,8 +263,26 @@ def cheapest(rows, at_N, N, within=0.01):
             f"iterations per token ({m / N:.2f} N).")
 
 
+def earlier(c, names):
+    """(results, info) of out_dir/results.json for the studies not measured now, so that one study
+    can be measured again (or added) without redoing the others; empty if there is none."""
+    info = dict(commands=[], eval_tokens=c['eval_tokens'])
+    try:
+        with open(os.path.join(c['out_dir'], 'results.json')) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return {}, info
+    if old['info'].get('eval_tokens') != c['eval_tokens']:
+        return {}, info  # measured on other tokens: not comparable
+    kept = {k: r for k, r in old['runs'].items() if r['study'] not in names}
+    info['commands'] = [x for x in old['info']['commands'] if set(x['studies']) - set(names)]
+    return kept, info
+
+
 def report(info, results):
-    parts = [f"Command: `{info['command']}`  \nMachine: {info['machine']}; {info['wall_s'] / 60:.1f} min in all.  \n"
+    commands = ''.join(f"Command: `{x['command']}` ({', '.join(x['studies'])}; {x['machine']}; "
+                       f"{x['wall_s'] / 60:.1f} min)  \n" for x in info['commands'])
+    parts = [f"{commands}"
              f"Every point: the val loss of predicting each of the same {info['eval_tokens']:,} val tokens (answer "
              f"positions only on hops) one at a time through the KV cache, as sample.py generates: fixed n runs n "
              f"iterations; 'kl < t' and 'entropy < t' stop each token once KL(p_n ‖ p_(n-1)) or H(p_n) < t (at most N "

@@ -81,7 +81,8 @@ def test_frontier_and_report():
     assert res['adaptive'][1]['val_loss'] == pytest.approx(res['fixed'][0]['val_loss'], abs=1e-6)
     # the report's verdict: the cheapest exit point within 0.01 of fixed N on every seed
     results = {f'stdlib/loop-s{s}': dict(study='stdlib', run='loop', seed=s, **res) for s in (1, 2)}
-    text = adaptive_depth.report(dict(command='c', machine='m', wall_s=60, eval_tokens=36), results)
+    info = dict(commands=[dict(command='c', studies=['stdlib'], machine='m', wall_s=60)], eval_tokens=36)
+    text = adaptive_depth.report(info, results)
     close = [p for p in res['adaptive'] if p['val_loss'] - res['fixed'][1]['val_loss'] <= 0.01]
     best = min(close, key=lambda p: p['mean_iterations'])
     assert f"on every seed: {best['criterion']} < {best['threshold']:g}, at {best['mean_iterations']:.2f}" in text
@@ -93,3 +94,16 @@ def test_bad_settings():
         adaptive_depth.main(dict(studies='cifar', kl_thresholds='1', entropy_thresholds='1'))
     with pytest.raises(ConfigError, match="give positive numbers"):
         adaptive_depth.thresholds('1e-3,zero')
+
+
+def test_other_studies_results_are_kept(tmp_path):
+    """Measuring one study again keeps the others' results from out_dir, if on the same tokens."""
+    import json
+    runs = {'stdlib/a-s1': dict(study='stdlib'), 'hops/b-s1': dict(study='hops')}
+    info = dict(commands=[dict(command='x', studies=['stdlib', 'hops'])], eval_tokens=100)
+    (tmp_path / 'results.json').write_text(json.dumps(dict(info=info, runs=runs)))
+    c = dict(out_dir=str(tmp_path), eval_tokens=100)
+    kept, info = adaptive_depth.earlier(c, ['hops'])
+    assert kept == {'stdlib/a-s1': dict(study='stdlib')} and [x['command'] for x in info['commands']] == ['x']
+    assert adaptive_depth.earlier(c, ['stdlib', 'hops'])[0] == {}
+    assert adaptive_depth.earlier(dict(c, eval_tokens=200), ['hops'])[0] == {}  # other tokens: nothing kept
