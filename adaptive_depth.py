@@ -21,7 +21,7 @@ runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in STUD
     deep-hops   experiments.py --recurrent=1x6 --dataset=hops --bptt_loops=3 --loop_norm=True
 
 With --studies, the other studies' results already in out_dir are kept (measured on the
-same eval_tokens), so one study can be added or measured again alone. --train=False measures
+same eval_tokens), so one study can be added or measured again alone. --run_experiments=False measures
 the runs already in runs_root without calling experiments.py (whose grid evaluation and
 loop sweep it would otherwise redo).
 
@@ -58,7 +58,7 @@ entropy_thresholds = '0.25,0.5,1,1.5,2,2.1,2.2,2.3,2.5,3'  # H(p_n) < t, in nats
 eval_tokens = 16384                      # val tokens per evaluation (the same windows for every model)
 batch_size = 64                          # windows evaluated together
 experiment_args = ''                     # more --key=value for every experiments.py call, e.g. '--jobs=1'
-train = True                             # False: measure the runs already in runs_root, without experiments.py
+run_experiments = True                   # False: measure the runs already in runs_root, without experiments.py
 threads = 0                              # torch threads for the evaluation; 0: torch's default
 # -----------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ def train(name, c):
     cmd = [sys.executable, os.path.join(HERE, 'experiments.py'), *args, f"--data_dir={c['data_dir']}",
            f"--out_dir={os.path.join(c['runs_root'], folder)}", f'--runs_dir={runs_dir}',
            *shlex.split(c['experiment_args'])]
-    if not c['train']:
+    if not c['run_experiments']:
         return runs_dir
     print('$ ' + ' '.join(shlex.quote(a) for a in cmd[1:]), flush=True)
     if subprocess.run(cmd).returncode != 0:
