@@ -1,10 +1,12 @@
 # Tests use tiny models, for which one thread is fastest; two busy OpenMP pools on a
 # 2-core machine (pytest plus a training subprocess, or two DDP ranks) can slow each
 # other down a hundredfold. Set before torch is imported so subprocesses inherit it.
+import json
 import os
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 # GPT-2's pre-tokenisation regex and a few merges: a small BPE built in the tests, since
@@ -22,3 +24,17 @@ def enc():
         ranks[m] = len(ranks)
     return tiktoken.Encoding(name="test", pat_str=GPT2_PAT, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": len(ranks)})
+
+
+def write_dataset(root, ids, name='tiny', **extra):
+    """A byte-level dataset of the given token ids (90% train), laid out as prepare.py writes it."""
+    ids = np.asarray(ids, dtype=np.uint16)
+    split = int(len(ids) * 0.9)
+    path = os.path.join(root, name)
+    os.makedirs(path)
+    ids[:split].tofile(os.path.join(path, 'train.bin'))
+    ids[split:].tofile(os.path.join(path, 'val.bin'))
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(dict(tokenizer='bytes', vocab_size=256, eot_token=None, dtype='uint16', train_tokens=split,
+                       val_tokens=len(ids) - split, source='test', **extra), f)
+    return path

@@ -1,26 +1,12 @@
 """dataformat.py: reading a prepared dataset, answer groups and scoring, fixed evaluation windows."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 
+from conftest import write_dataset
 from dataformat import DataError, answer_groups, answer_hits, fixed_windows, load_meta
-
-
-def write_dataset(root, ids, name="tiny", **extra):
-    """A byte-level dataset of the given token ids (90% train), as prepare.py lays it out."""
-    ids = np.asarray(ids, dtype=np.uint16)
-    split = int(len(ids) * 0.9)
-    path = os.path.join(root, name)
-    os.makedirs(path)
-    ids[:split].tofile(os.path.join(path, "train.bin"))
-    ids[split:].tofile(os.path.join(path, "val.bin"))
-    with open(os.path.join(path, "meta.json"), "w") as f:
-        json.dump(dict(tokenizer="bytes", vocab_size=256, eot_token=None, dtype="uint16", train_tokens=split,
-                       val_tokens=len(ids) - split, source="test", **extra), f)
-    return path
 
 
 def test_load_meta_names_the_command(tmp_path):

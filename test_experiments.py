@@ -14,6 +14,7 @@ import experiments
 import prepare
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import ConfigError
+from conftest import write_dataset
 from model import GPTConfig, LoopGPT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,19 +22,10 @@ TINY = ['--n_embd=16', '--n_head=2', '--block_size=16', '--batch_size=4', '--max
         '--eval_interval=3', '--eval_iters=2', '--eval_tokens=512', '--warmup_iters=1']
 
 
-def write_dataset(root, name='tiny'):
-    """A byte-level dataset (vocab 256) made of this repo's source, as prepare.py lays it out."""
+def write_source_dataset(root):
+    """A byte-level dataset (vocab 256) made of this repo's model.py."""
     with open(os.path.join(HERE, 'model.py'), 'rb') as f:
-        ids = np.frombuffer(f.read(), dtype=np.uint8).astype(np.uint16)
-    split = int(len(ids) * 0.9)
-    path = os.path.join(root, name)
-    os.makedirs(path)
-    ids[:split].tofile(os.path.join(path, 'train.bin'))
-    ids[split:].tofile(os.path.join(path, 'val.bin'))
-    with open(os.path.join(path, 'meta.json'), 'w') as f:
-        json.dump(dict(tokenizer='bytes', vocab_size=256, eot_token=None, dtype='uint16',
-                       train_tokens=split, val_tokens=len(ids) - split, source='test'), f)
-    return path
+        return write_dataset(root, np.frombuffer(f.read(), dtype=np.uint8))
 
 
 def train_py_val_batches(data_path, seed, eval_iters, batch_size, block_size):
@@ -56,7 +48,7 @@ def run_experiments(*args):
 def test_grid_end_to_end(tmp_path):
     """--quick's grid on a tiny model and budget: every run trains, the table and plots are
     written, the sweep reproduces train.py's val loss, and a second call reuses the runs."""
-    data_path = write_dataset(tmp_path)
+    data_path = write_source_dataset(tmp_path)
     out = tmp_path / 'out'
     args = ['--quick', f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={out}', *TINY]
     p = run_experiments(*args)
@@ -163,7 +155,7 @@ def test_hops_evaluation_scores_the_answers_of_whole_examples(tmp_path):
 def test_budget_and_recurrent_end_to_end(tmp_path):
     """--budgets and --recurrent: every run at each budget, loop counts drawn in training,
     the sweep to 4x the trained loops, and the budget table and plot."""
-    write_dataset(tmp_path)
+    write_source_dataset(tmp_path)
     out = tmp_path / 'out'
     p = run_experiments('--budgets=1,2', '--recurrent=1x2', f'--data_dir={tmp_path}', '--dataset=tiny',
                         f'--out_dir={out}', '--n_seeds=1', '--jobs=2', *TINY)
@@ -224,7 +216,7 @@ def tiny_loop_checkpoint(out_dir):
 
 def test_sweep_and_readout_match_the_model_loss(tmp_path):
     model = tiny_loop_checkpoint(str(tmp_path / 'ckpt'))
-    write_dataset(tmp_path)
+    write_source_dataset(tmp_path)
     batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
     loss = experiments.evaluate(model.eval(), batches)[0]
     sweep = experiments.loop_sweep(model, batches)
@@ -239,7 +231,7 @@ def test_sweep_and_readout_match_the_model_loss(tmp_path):
 
 
 def test_fixed_batches_spread_over_the_split(tmp_path):
-    path = write_dataset(tmp_path)
+    path = write_source_dataset(tmp_path)
     val = torch.from_numpy(np.fromfile(os.path.join(path, 'val.bin'), dtype=np.uint16).astype(np.int64))
     batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
     assert len(batches) == 3  # 200 tokens = 12 windows of 16 (whole batches of 4)
@@ -288,7 +280,7 @@ def test_user_errors_are_one_line(tmp_path):
     p = run_experiments(f'--data_dir={tmp_path}')
     assert p.returncode == 1 and 'python prepare.py stdlib' in p.stderr and p.stderr.count('\n') == 1
     # a failing train.py run stops the grid: its own error, then which run failed and where to look
-    write_dataset(tmp_path)
+    write_source_dataset(tmp_path)
     p = run_experiments('--quick', f'--data_dir={tmp_path}', '--dataset=tiny', f'--out_dir={tmp_path / "out"}',
                         '--train_args=--n_layr=2', *TINY)
     assert p.returncode == 1
