@@ -22,9 +22,10 @@ class ConfigError(Exception):
 
 
 def config_keys(namespace):
-    """The config values among a module's globals: public names of plain types."""
-    return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+    """The config values among a module's globals: public names of plain types. UPPER_CASE
+    names are the script's constants (a path, say), not settings."""
+    return {k: v for k, v in namespace.items() if not k.startswith('_') and not k.isupper()
+            and isinstance(v, (int, float, bool, str, type(None)))}
 
 
 def answer_help(script, argv):

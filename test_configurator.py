@@ -56,7 +56,7 @@ def test_missing_value_and_missing_file():
 
 def test_config_keys_keeps_plain_values_only():
     import os
-    ns = dict(a=1, b='x', c=None, _d=2, os=os, f=lambda: 0, e=[1])
+    ns = dict(a=1, b='x', c=None, _d=2, os=os, f=lambda: 0, e=[1], HERE='/repo', MAX_LEN=3)
     assert config_keys(ns) == dict(a=1, b='x', c=None)
 
 
