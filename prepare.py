@@ -599,7 +599,7 @@ def parse_args(argv=None):
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="text files, one document each")
     _common(p, "gpt2", 0.1, "fraction of the tokens, at the end, for val")
     p = sub.add_parser("hops", help="offline, synthetic: multi-hop pointer chasing (a task that needs depth)")
-    p.add_argument("--nodes", type=int, default=8, help="K, nodes of each permutation (default 8)")
+    p.add_argument("--nodes", type=int, default=8, help="K, nodes of each cycle (default 8)")
     p.add_argument("--hops", type=int, default=4, help="H: queries ask for 1..H hops (default 4)")
     p.add_argument("--queries", type=int, default=8, help="queries per example, at most K (default 8)")
     p.add_argument("--train_examples", type=int, default=200_000)
