@@ -27,9 +27,12 @@ loss of reading out (coda, ln_f, lm_head) after each iteration, and its mean gat
     python experiments.py --recurrent=2x2       # recurrent depth: 2⊗2 with loop counts drawn in training
                                                 # (with and without input injection) next to the fixed 2⊗2,
                                                 # swept to 4x the trained loops; add --dataset=hops for the task
+    python experiments.py --ablations          # the paper's open checks: 1 block looped 1, 2, 4, 6 times,
+                                                # learned vs frozen gates, the unique-block twins; 3 seeds
+    python experiments.py --ablations --quick  # its 1-seed pilot: does 1⊗2 beat 1⊗1 at this budget?
     python experiments.py --pairs=2x3 --n_seeds=3 --jobs=2 --train_args="--device=cuda --dtype=bfloat16"
 
---dataset=hops, --budgets and --recurrent each bring their own defaults (the grid, the
+--dataset=hops, --budgets, --recurrent and --ablations each bring their own defaults (the grid, the
 model size and budget for hops, the out_dir), which --key=value still overrides;
 --quick makes a smaller version of any of them. --jobs runs that many trainings at once
 (default: 2 on a machine with 2 or more cores, each with threads=1).
@@ -40,7 +43,7 @@ that already finished with the same settings is reused, so re-running the comman
 after an interruption, or to redraw the plots, only trains what is missing.
 Written to out_dir and printed: results.md (tables); also results.json (every number)
 and, if matplotlib is installed, val_loss_vs_tokens.png, val_loss_vs_flops.png,
-loop_sweep.png, and for the studies budget.png or accuracy_by_hops.png.
+loop_sweep.png, and for the studies budget.png, accuracy_by_hops.png or loop_counts.png.
 """
 
 import json
@@ -74,7 +77,11 @@ dataset = 'stdlib'             # any dataset prepare.py made in data_dir ('hops'
 data_dir = 'data'
 # the grid
 pairs = '1x2,2x2'              # (k, L) pairs 'kxL': each trains k⊗L and its twins k⊗1 and kL⊗1
-ablate_gates = '2x2'           # 'kxL': train k⊗L again with its gates frozen at 1 ('' = skip)
+ablate_gates = '2x2'           # 'kxL,...': train each k⊗L again with its gates frozen at 1 ('' = skip)
+loop_counts = ''               # '1,2,4,6': one block looped n times for each n (n = 1: the GPT 1⊗1), all with
+                               # the parameters of one block; with pairs '1xn' the unique-block twins n⊗1 ('' = skip)
+drawn = ''                     # 'kxL': k⊗L trained with loop counts drawn per iteration (mean L), input injection
+                               # and loop_norm (the recurrent-depth recipe), next to the fixed k⊗L ('' = skip)
 prelude_coda = '1+1x2+1'       # 'P+kxL+C': P unshared blocks, k looped L times, C unshared ('' = skip)
 budgets = ''                   # token-budget sweep, e.g. '1,4,16': every run at 1x, 4x, 16x max_iters ('' = once)
 recurrent = ''                 # 'kxL': k⊗L trained with loop_sampling='poisson', without and with
@@ -104,6 +111,7 @@ threads = 1                    # CPU threads per run (OMP_NUM_THREADS), 0 = torc
                                # On an idle 2-core machine 2 threads train ~1.7x faster, but on a busy one
                                # two thread pools fighting over the cores run 2-10x slower than 1 thread
 quick = False                  # a smaller version of the chosen experiment, in a few minutes (or --quick)
+ablations = False              # the gates and loop-count study (results/ablations), or --ablations
 # -----------------------------------------------------------------------------
 
 # the hops task (prepare.py hops, its defaults): a ~55k-parameter model learns 1 and 2 hops
@@ -111,6 +119,13 @@ quick = False                  # a smaller version of the chosen experiment, in 
 HOPS = dict(pairs='1x2,1x4', ablate_gates='', prelude_coda='', n_embd=64, n_head=4, block_size=32,
             batch_size=64, max_iters=5000, learning_rate=3e-3, min_lr=3e-4, warmup_iters=100,
             eval_interval=500, eval_iters=8, eval_tokens=131_072)
+
+# the paper's open checks (results/ablations): do learned gates matter, and what do 1, 2, 4, 6 loops of one
+# block buy at its parameters? Narrower than the other studies (n_embd 64), so that a block sees more tokens
+# per parameter at the same cost: there 1⊗2 beats 1⊗1 by 0.072 after 4000 iterations (the pilot, --quick),
+# and 3 seeds of the grid fit in ~90 minutes on 2 cores. Its --quick is that pilot, at the full budget.
+ABLATIONS = dict(loop_counts='1,2,4,6', pairs='1x2,1x4', ablate_gates='1x2,1x4', drawn='1x4', prelude_coda='',
+                 n_embd=64, max_iters=4000, eval_interval=500, n_seeds=3)
 
 
 def presets(c):
@@ -122,7 +137,11 @@ def presets(c):
         d.update(pairs='1x2', ablate_gates='', prelude_coda='')
     if c['recurrent']:
         d.update(pairs='', ablate_gates='', prelude_coda='', sweep_to=4)
-    if c['quick']:
+    if c.get('ablations'):
+        d.update(ABLATIONS)
+        if c['quick']:  # the pilot: 1⊗1 and 1⊗2, one seed, the study's budget
+            d.update(loop_counts='1,2', pairs='', ablate_gates='', drawn='', n_seeds=1)
+    elif c['quick']:
         d.update(n_seeds=1)
         if c['dataset'] == 'hops':
             d.update(max_iters=1500)
@@ -131,7 +150,8 @@ def presets(c):
         if not (c['budgets'] or c['recurrent'] or c['dataset'] == 'hops'):
             d.update(pairs='1x2', ablate_gates='1x2')
     study = [name for name, on in (('hops', c['dataset'] == 'hops'), ('budget', c['budgets']),
-                                   ('depth', c['recurrent']), ('quick', c['quick'])) if on]
+                                   ('depth', c['recurrent']), ('ablations', c.get('ablations')),
+                                   ('quick', c['quick'])) if on]
     d['out_dir'] = '-'.join(['experiments-out'] + study)
     return d
 
@@ -210,6 +230,14 @@ def parse_pair(text, key):
     return int(m[1]), int(m[2])
 
 
+def parse_counts(text, key):
+    parts = [p.strip() for p in text.split(',')]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"{key}='{text}' is not a list of different whole numbers of at least 1: "
+                          f"write it like '1,2,4,6' (or '' to skip it).")
+    return [int(p) for p in parts]
+
+
 def parse_prelude_coda(text):
     m = re.fullmatch(r'\s*(\d+)\s*\+\s*(\d+)\s*[xX×]\s*(\d+)\s*\+\s*(\d+)\s*', text)
     if not m or int(m[2]) < 1 or int(m[3]) < 1 or int(m[1]) + int(m[4]) < 1:
@@ -218,25 +246,20 @@ def parse_prelude_coda(text):
     return tuple(int(g) for g in m.groups())
 
 
-def parse_budgets(text):
-    parts = [p.strip() for p in text.split(',')]
-    if not all(p.isdigit() and int(p) >= 1 for p in parts) or len(set(parts)) != len(parts):
-        raise ConfigError(f"budgets='{text}' is not a list of different whole multiples of max_iters: "
-                          f"write it like '1,4,16' (or '' for one budget).")
-    return [int(p) for p in parts]
-
-
 def make_grid(cfg):
     """The runs (in table order, without duplicates) and the comparisons to report,
     as (run a, run b, what they share): the table shows val loss of a minus b."""
     runs, comparisons = [], []
+    for n in parse_counts(cfg['loop_counts'], 'loop_counts') if cfg.get('loop_counts') else []:
+        runs.append(gpt(1) if n == 1 else loop(1, n))
+        comparisons += [(loop(1, n), gpt(1), 'parameters')] if n > 1 else []
     for text in filter(None, cfg['pairs'].split(',')):
         k, L = parse_pair(text, 'pairs')
         runs += [gpt(k), loop(k, L), gpt(k * L)]
         comparisons += [(loop(k, L), gpt(k), 'parameters'),
                         (loop(k, L), gpt(k * L), 'depth (FLOPs/token)')]
-    if cfg['ablate_gates']:
-        k, L = parse_pair(cfg['ablate_gates'], 'ablate_gates')
+    for text in filter(None, cfg['ablate_gates'].split(',')):
+        k, L = parse_pair(text, 'ablate_gates')
         runs += [loop(k, L), loop(k, L, learn_gates=False)]
         comparisons.append((loop(k, L, learn_gates=False), loop(k, L), 'everything but learned gates'))
     if cfg['prelude_coda']:
@@ -253,11 +276,16 @@ def make_grid(cfg):
             fixed, variants = with_norm(fixed), [with_norm(v) for v in variants]
         runs += [fixed] + variants
         comparisons += [(v, fixed, 'parameters, mean loop count') for v in variants]
-    runs = list(dict.fromkeys(runs))
+    if cfg.get('drawn'):
+        k, L = parse_pair(cfg['drawn'], 'drawn')
+        variant = with_norm(sampled(k, L, True, cfg['bptt_loops']))
+        runs += [loop(k, L), variant]
+        comparisons.append((variant, loop(k, L), 'parameters, mean loop count'))
+    runs, comparisons = list(dict.fromkeys(runs)), list(dict.fromkeys(comparisons))
     if not runs:
-        raise ConfigError("nothing to train: give pairs, ablate_gates, prelude_coda or recurrent.")
+        raise ConfigError("nothing to train: give pairs, loop_counts, ablate_gates, prelude_coda, recurrent or drawn.")
     if cfg['budgets']:  # every run and comparison once per budget
-        budgets = parse_budgets(cfg['budgets'])
+        budgets = parse_counts(cfg['budgets'], 'budgets')
         runs = [with_budget(r, b) for b in budgets for r in runs]
         comparisons = [(with_budget(a, b), with_budget(c, b), same) for b in budgets for a, c, same in comparisons]
     if cfg['n_seeds'] < 1:
@@ -423,7 +451,7 @@ def loop_sweep(model, batches, groups=None, sweep_to=2):
     per_batch = [model.readout_losses(x, y) for x, y in batches]  # (batches, N + 1)
     readout = np.mean(per_batch, axis=0).tolist()
     sweep = dict(trained=trained, n_loop=n_loops, val_loss=[s[0] for s in scores], readout=readout,
-                 gates=model.gate_means())
+                 gates=model.gate_means(), gates_sd=model.gates.detach().std(dim=1).tolist())
     if groups is not None:
         sweep.update(accuracy=[s[1] for s in scores], accuracy_by=[s[2] for s in scores])
     return sweep
@@ -450,7 +478,8 @@ def run_grid(cfg):
         return os.path.join(runs_path, f'{run.name}-s{s}')
 
     todo = [(r, s) for r in runs for s in seeds]
-    trained = train_all(cfg, todo, run_dir)
+    # the longest runs first, so that no core idles while the last long run finishes
+    trained = train_all(cfg, sorted(todo, key=lambda rs: -rs[0].depth * rs[0].budget), run_dir)
     results, sweeps = {}, {}
     for run, s in todo:  # evaluate in table order
         model = model_from_checkpoint(load_checkpoint(run_dir(run, s), 'last'))
@@ -511,6 +540,8 @@ def results_markdown(cfg, info, runs, comparisons, results, sweeps):
     parts = [header(cfg, info), runs_table(runs, results)]
     if cfg['budgets']:
         parts.append(budget_table(runs, results))
+    if cfg.get('loop_counts'):
+        parts += [loop_count_table(cfg, results), gates_table(runs, results, sweeps)]
     if any('accuracy' in res[0] for res in results.values()):
         parts.append(accuracy_table(runs, results))
     parts.append(comparisons_table(comparisons, results))
@@ -586,6 +617,94 @@ def accuracy_table(runs, results):
     return "\n".join(lines)
 
 
+# looped-lm-scaling (arXiv 2604.21106, 116 runs): fitting L = E + A (N_once + r^φ N_rec)^-α + B D^-β, looping
+# a block r times is worth r^φ unique copies of it, φ = 0.46 (0.38 with truncated backprop)
+PHI_LOOPED_LM_SCALING = 0.46
+
+
+def effective_blocks(loss, unique):
+    """How many unique blocks a loss is worth: unique {n: loss of n⊗1}, interpolated linearly
+    in log n (the power law's shape); None outside the measured range."""
+    ns = sorted(unique)
+    for a, b in zip(ns, ns[1:]):
+        if unique[b] <= loss <= unique[a]:
+            t = (unique[a] - loss) / (unique[a] - unique[b])
+            return float(np.exp(np.log(a) + t * (np.log(b) - np.log(a))))
+    return None
+
+
+def loop_count_table(cfg, results):
+    """One block looped n times, per seed, against 1⊗1 (the same parameters) and n⊗1 (the same
+    depth): Δ, the fraction of the unique-depth gain the loop recovers, and the φ it implies."""
+    counts = parse_counts(cfg['loop_counts'], 'loop_counts')
+    unique = {n: results[f'gpt{n}'] for n in range(1, max(counts) + 1) if f'gpt{n}' in results}
+    base = unique[1]
+    lines = ["The loop count at fixed parameters: 1⊗n is one block looped n times (learned gates), n⊗1 its twin "
+             "with n blocks of its own (the same depth and FLOPs/token). Recovered = (L(1⊗1) − L(1⊗n)) / (L(1⊗1) − "
+             "L(n⊗1)), the share of the unique blocks' gain that looping one block buys, per seed. φ: the n_eff "
+             "unique blocks that 1⊗n is worth (its loss on the n⊗1 curve, interpolated in log n) as n_eff = n^φ, "
+             f"looped-lm-scaling's measure (its fit: φ = {PHI_LOOPED_LM_SCALING}); – where 1⊗n lies outside the "
+             "measured n⊗1 curve.", "",
+             "| n | 1⊗n val loss | Δ vs 1⊗1, per seed | n⊗1 val loss | recovered, per seed | φ, per seed |",
+             "|--:|--:|---|--:|---|---|"]
+    for n in counts:
+        res = results['gpt1' if n == 1 else f'loop1x{n}']
+        loss = [x['val_loss'] for x in res]
+        if n == 1:
+            lines.append(f"| 1 | {mean_spread(loss)} | – | {mean_spread(loss)} | – | – |")
+            continue
+        cells = [str(n), mean_spread(loss)]
+        deltas = [l - b['val_loss'] for l, b in zip(loss, base)]
+        cells.append(f"{np.mean(deltas):+.3f} ({', '.join(f'{d:+.3f}' for d in deltas)})")
+        if n in unique:
+            twin = [x['val_loss'] for x in unique[n]]
+            rec = [(b['val_loss'] - l) / (b['val_loss'] - t) for l, b, t in zip(loss, base, twin)]
+            cells += [mean_spread(twin), f"{mean_spread(rec)} ({', '.join(f'{r:.2f}' for r in rec)})"]
+        else:
+            cells += ['–', '–']
+        phis = []
+        for i, l in enumerate(loss):
+            n_eff = effective_blocks(l, {m: unique[m][i]['val_loss'] for m in unique})
+            phis.append(None if n_eff is None else np.log(n_eff) / np.log(n))
+        cells.append(', '.join('–' if p is None else f'{p:.2f}' for p in phis))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def gates_table(runs, results, sweeps):
+    """Learned gates against gates frozen at 1 (same seeds, same data), and the learned gates'
+    final values: mean |a_n| and their spread (sd) across the C channels, mean over seeds."""
+    lines = []
+    if any(not r.learn_gates for r in runs):
+        lines = ["Do the learned gates matter? Δ = val loss with gates frozen at 1 − with learned gates, same seed "
+                 "and data order (positive: learning them helps). A difference counts only if every seed agrees in "
+                 "sign; the half-range of the per-seed Δ is about the smallest effect these seeds could have shown.",
+                 "", "| loop | learned gates | gates = 1 | Δ | per seed | every seed agrees |",
+                 "|---|--:|--:|--:|---|---|"]
+    for r in runs:
+        if r.learn_gates or r.name.removesuffix('-frozen') not in results:
+            continue
+        learned = results[r.name.removesuffix('-frozen')]
+        frozen = results[r.name]
+        deltas = [f['val_loss'] - x['val_loss'] for f, x in zip(frozen, learned)]
+        agree = 'yes' if all(d > 0 for d in deltas) or all(d < 0 for d in deltas) else 'no'
+        lines.append(f"| {r.label.split(' ')[0]} | {mean_spread([x['val_loss'] for x in learned])} | "
+                     f"{mean_spread([x['val_loss'] for x in frozen])} | {mean_spread(deltas)} | "
+                     f"{', '.join(f'{d:+.3f}' for d in deltas)} | {agree} |")
+    width = max((len(s[0]['gates']) for name, s in sweeps.items() if 'gates_sd' in s[0]), default=0)
+    lines += ([""] if lines else []) + ["The learned gates at the end of training: mean |a_n| (sd of a_n across the channels), mean over "
+              "seeds; a_0 scales the embeddings, a_n iteration n's update.", "",
+              "| run | " + " | ".join(f"a_{n}" for n in range(width)) + " |", "|---|" + "--:|" * width]
+    for r in runs:
+        s = sweeps.get(r.name)
+        if not s or not r.learn_gates or 'gates_sd' not in s[0]:
+            continue
+        means, sds = np.mean([x['gates'] for x in s], axis=0), np.mean([x['gates_sd'] for x in s], axis=0)
+        cells = [f"{m:.2f} ({d:.2f})" for m, d in zip(means, sds)] + [''] * (width - len(means))
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    return '\n'.join(lines)
+
+
 def comparisons_table(comparisons, results):
     lines = ["Δ val loss = first run − second run, same seed (negative: the first run is better).", "",
              "| run | vs | same | Δ val loss | per seed |", "|---|---|---|--:|---|"]
@@ -657,6 +776,8 @@ def plot_all(out_dir, runs, results, sweeps):
         plot_budgets(plt, os.path.join(out_dir, 'budget.png'), runs, results, style)
     if any('accuracy' in res[0] for res in results.values()):
         plot_accuracy(plt, os.path.join(out_dir, 'accuracy_by_hops.png'), runs, results, style)
+    if any(r.n_layer == 1 and r.n_loop > 2 for r in runs) and 'gpt1' in results:
+        plot_loop_counts(plt, os.path.join(out_dir, 'loop_counts.png'), runs, results)
 
 
 def save_plot(fig, axes, path):
@@ -731,6 +852,39 @@ def plot_accuracy(plt, path, runs, results, style):
     save_plot(fig, ax, path)
 
 
+def plot_loop_counts(plt, path, runs, results):
+    """Final val loss against the loop count (or depth): one block looped n times, n unique
+    blocks, gates frozen at 1 and drawn counts, each point the seed mean with the seed range."""
+    series = {'1 block looped n times (learned gates)': [(1, 'gpt1')],
+              'n unique blocks (n⊗1, the same depth)': [], 'gates frozen at 1': [],
+              'drawn counts + x0 + loop_norm (mean n)': []}
+    keys = list(series)
+    for r in runs:
+        if r.model_type == 'gpt':
+            series[keys[1]].append((r.n_layer, r.name))
+        elif (r.n_layer, r.n_prelude, r.n_coda) != (1, 0, 0):
+            continue
+        elif not r.learn_gates:
+            series[keys[2]].append((r.n_loop, r.name))
+        elif r.loop_sampling != 'fixed':
+            series[keys[3]].append((r.n_loop, r.name))
+        elif not r.loop_norm and r.budget == 1:
+            series[keys[0]].append((r.n_loop, r.name))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    styles = (dict(ls='--', marker='o'), dict(ls='-', marker='s'), dict(ls='none', marker='v', ms=8),
+              dict(ls='none', marker='D', ms=7))
+    for i, (label, points) in enumerate(series.items()):
+        if not points:
+            continue
+        points.sort()
+        y = np.array([[x['val_loss'] for x in results[name]] for _, name in points])  # (points, seeds)
+        ax.errorbar([n for n, _ in points], y.mean(1), yerr=[y.mean(1) - y.min(1), y.max(1) - y.mean(1)],
+                    capsize=3, color=f'C{i}', label=label, **styles[i])
+    ax.set(xlabel='loop iterations n (for n⊗1: blocks)', ylabel='final val loss',
+           title='val loss vs loop count at fixed parameters (bars: seed range)')
+    save_plot(fig, ax, path)
+
+
 def run_styles(runs):
     """A colour per run; solid lines for GPTs, dashed for loops, dotted for frozen gates."""
     colors = [f'C{i % 10}' for i in range(len(runs))]
@@ -741,7 +895,7 @@ def run_styles(runs):
 # -----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    argv = ['--quick=True' if a == '--quick' else a for a in sys.argv[1:]]
+    argv = [f'{a}=True' if a in ('--quick', '--ablations') else a for a in sys.argv[1:]]
     try:
         config = configure(config_keys(globals()), argv, derived=presets)
         run_grid(config)
