@@ -1,7 +1,7 @@
 """
 Adaptive depth: how many loop iterations can a token skip? For each trained LoopGPT, val
 loss against the mean iterations spent per token, for fixed counts 1 .. 2N and for per-token
-exit (LoopGPT.step_with_exit) over a sweep of thresholds, all measured through the path
+exit (engine.step_with_exit) over a sweep of thresholds, all measured through the path
 generation uses: teacher-forced, one token at a time, with the KV cache and, for exit, the
 exit rule and its KV rule for stopped tokens.
 
@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, answer_groups, fixed_windows, load_meta
-from model import ExitRule
+from engine import ExitRule, teacher_forced as predict
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
@@ -86,34 +86,26 @@ class RunError(Exception):
 
 @torch.no_grad()
 def teacher_forced(model, batches, groups=None, exit=None):
-    """Every target of the windows predicted as generation predicts it: one token at a time
-    through the KV cache, running model.n_loop iterations, or with exit (an ExitRule) each
-    token as many as the rule gives it. batches: (x, y) int64 numpy (B, T), y = -1 where there
-    is no loss (off the answers). Returns the val loss and the mean iterations per scored
-    target (and per token of any kind), and with answer groups (hops: by hop count) the
-    accuracy and mean iterations of each group."""
+    """Every target of the windows predicted as generation predicts it (engine.teacher_forced):
+    one token at a time through the KV cache, running model.n_loop iterations, or with exit
+    (an ExitRule) each token as many as the rule gives it. batches: (x, y) int64 numpy (B, T),
+    y = -1 where there is no loss (off the answers). Returns the val loss and the mean
+    iterations per scored target (and per token of any kind), and with answer groups (hops:
+    by hop count) the accuracy and mean iterations of each group."""
     steps = {'loss': [], 'loops': [], 'correct': [], 'target': []}
     for x, y in batches:
         x, y = torch.from_numpy(x), torch.from_numpy(y)
-        B, T = x.shape
-        cache = model.new_kv_cache(B, T)
-        for t in range(T):
-            if exit is None:
-                logits, _ = model(x[:, t:t + 1], kv_cache=cache)
-                loops = torch.full((B,), model.n_loop)
-            else:
-                logits, loops = model.step_with_exit(x[:, t:t + 1], cache, exit)
-            logits = logits[:, 0].float()
-            steps['loss'].append(F.cross_entropy(logits, y[:, t].clamp_min(0), reduction='none'))
-            steps['loops'].append(loops)
-            steps['correct'].append(logits.argmax(-1) == y[:, t])
-            steps['target'].append(y[:, t])
-    loss, loops, correct, target = (torch.cat(v) for v in steps.values())  # (tokens,), step by step
+        logits, loops = predict(model, x, exit=exit)  # (B, T, V), (B, T)
+        steps['loss'].append(F.cross_entropy(logits.flatten(0, 1), y.clamp_min(0).flatten(), reduction='none'))
+        steps['loops'].append(loops.flatten())
+        steps['correct'].append((logits.argmax(-1) == y).flatten())
+        steps['target'].append(y.flatten())
+    loss, loops, correct, target = (torch.cat(v) for v in steps.values())  # (tokens,), window by window
     scored = target >= 0
     out = dict(val_loss=loss[scored].mean().item(), mean_iterations=loops[scored].float().mean().item(),
                mean_iterations_all=loops.float().mean().item())
     if groups is not None:  # each entry's position in its window, and so its answer group
-        group = torch.from_numpy(groups)[torch.arange(T).repeat_interleave(B).repeat(len(batches))]
+        group = torch.from_numpy(groups).repeat(len(loss) // len(groups))
         ids = range(int(groups.max()) + 1)
         out['accuracy'] = correct[scored].float().mean().item()
         out['accuracy_by'] = [correct[group == g].float().mean().item() for g in ids]

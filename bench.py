@@ -42,6 +42,7 @@ FLOPs/token count the iterations run; inference is not measured. With bptt_loops
 step time grows with r only by the no-grad forward iterations, and peak memory stays flat.
 """
 
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -54,7 +55,8 @@ import torch
 from checkpoint import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
                         peak_flops_of)
 from configurator import ConfigError, answer_help, config_keys, configure, join_values
-from model import ExitRule, build_model
+from engine import ExitRule, KVCache, generate
+from model import build_model
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
     answer_help(__file__, sys.argv[1:])
@@ -80,6 +82,7 @@ train_iters = 10
 # inference benchmark
 gen_tokens = 0           # new tokens per generation, after a 1-token prompt; 0: fill the context (block_size - 1)
 gen_batch = 1            # sequences generated together (sample.py generates its num_samples as one batch)
+kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration
 exit_threshold = 0.0     # > 0: also time the LoopGPT's generation with per-token exit (kl < this), and at
                          # each fixed count 1 .. n_loop; 0: skip
 # system
@@ -129,7 +132,7 @@ def check_config(c):
                 'train_iters', 'gen_batch', 'rounds'):
         if c[key] < 1:
             return f"{key} must be at least 1, not {c[key]}."
-    for key in ('n_prelude', 'n_coda', 'warmup_iters', 'bptt_loops', 'exit_threshold'):
+    for key in ('n_prelude', 'n_coda', 'warmup_iters', 'bptt_loops', 'exit_threshold', 'kv_budget'):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
     try:
@@ -236,37 +239,41 @@ def bench_one(model_type, model_args, loops, c):
     model.eval()
     prompt = torch.zeros((c['gen_batch'], 1), dtype=torch.long, device=device)
     for use_cache in (True, False):
+        kw = dict(temperature=0, use_cache=use_cache, kv_budget=c['kv_budget'])
         with torch.no_grad(), ctx:
-            model.generate(prompt, min(c['gen_tokens'], 16), temperature=0, use_cache=use_cache)
+            generate(model, prompt, min(c['gen_tokens'], 16), **kw)
             sync(device)
             t0 = time.perf_counter()
-            model.generate(prompt, c['gen_tokens'], temperature=0, use_cache=use_cache)
+            generate(model, prompt, c['gen_tokens'], **kw)
             sync(device)
         r['infer_cache_ms' if use_cache else 'infer_ms'] = (time.perf_counter() - t0) / c['gen_tokens'] * 1000
+    # what the cache holds at a full context, in the dtype attention runs in
+    r['kv_bytes'] = KVCache(model, c['gen_batch'], c['block_size'], c['kv_budget']).nbytes(DTYPES[c['dtype']])
     if c['exit_threshold'] and model_type == 'loop':
         r.update(exit_timings(model, prompt, c, ctx))
     return r
 
 
 def exit_timings(model, prompt, c, ctx):
-    """Generation ms/token with the cache at each fixed count n = 1 .. n_loop, and with per-token
-    exit (kl < exit_threshold, at most n_loop iterations), and the exit's mean iterations per token."""
+    """Generation ms/token with the cache and per-token exit (kl < exit_threshold, at most n_loop
+    iterations), its mean iterations per token m, and ms/token at each fixed count n = 1 ..
+    max(n_loop, ceil(m) + 1): exit pays for itself if it costs no more than ceil(m) + 1."""
     def ms_per_token(**kw):
         with torch.no_grad(), ctx:
-            model.generate(prompt, min(c['gen_tokens'], 16), temperature=0, **kw)
+            generate(model, prompt, min(c['gen_tokens'], 16), temperature=0, kv_budget=c['kv_budget'], **kw)
             sync(c['device'])
             t0 = time.perf_counter()
-            out = model.generate(prompt, c['gen_tokens'], temperature=0, **kw)
+            out = generate(model, prompt, c['gen_tokens'], temperature=0, kv_budget=c['kv_budget'], **kw)
             sync(c['device'])
         return (time.perf_counter() - t0) / c['gen_tokens'] * 1000, out
 
     trained, r = model.n_loop, {}
-    for n in range(1, trained + 1):
+    r['infer_exit_ms'], (_, loops) = ms_per_token(exit=ExitRule(c['exit_threshold']))
+    r['exit_loops'] = loops.float().mean().item()
+    for n in range(1, max(trained, math.ceil(r['exit_loops']) + 1) + 1):
         model.n_loop = n
         r[f'infer_loops{n}_ms'] = ms_per_token()[0]
     model.n_loop = trained
-    r['infer_exit_ms'], (_, loops) = ms_per_token(exit=ExitRule(c['exit_threshold']))
-    r['exit_loops'] = loops.float().mean().item()
     return r
 
 
@@ -300,7 +307,7 @@ def table(rows, c):
     per = 'token' if c['gen_batch'] == 1 else f"step of {c['gen_batch']}"
     head = ['model', 'params', 'FLOPs/token', 'train ms/iter', 'tokens/s', 'TFLOP/s', 'MFU', 'peak mem']
     if not c['loop_counts']:  # --loop_counts measures training only
-        head += [f'infer ms/{per} (cache)', f'infer ms/{per} (no cache)', 'cache speedup']
+        head += [f'infer ms/{per} (cache)', f'infer ms/{per} (no cache)', 'cache speedup', 'KV cache']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
     for label, r in rows:
         tok_s = c['batch_size'] * c['block_size'] / (r['train_ms'] / 1000)
@@ -309,7 +316,8 @@ def table(rows, c):
                  f"{flops / 1e12:.3f}", f"{flops / c['peak_flops'] * 100:.1f}%" if c['peak_flops'] else '–',
                  si(r['mem'], 'B')]
         if not c['loop_counts']:
-            cells += [f"{r['infer_cache_ms']:.2f}", f"{r['infer_ms']:.2f}", f"{r['infer_ms'] / r['infer_cache_ms']:.1f}x"]
+            cells += [f"{r['infer_cache_ms']:.2f}", f"{r['infer_ms']:.2f}", f"{r['infer_ms'] / r['infer_cache_ms']:.1f}x",
+                      si(r['kv_bytes'], 'B')]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -328,15 +336,21 @@ def ratios(rows, c):
 
 
 def exit_line(rows, c):
-    """The LoopGPT's generation with per-token exit, next to its fixed counts (from exit_timings)."""
+    """The LoopGPT's generation with per-token exit, next to its fixed counts (from exit_timings),
+    and whether it pays: no slower than the fixed count ceil(m) + 1, m its mean iterations."""
     for label, r in rows:
         if 'infer_exit_ms' in r:
             per = 'token' if c['gen_batch'] == 1 else f"step of {c['gen_batch']}"
-            fixed = ', '.join(f"n_loop={n} {r[f'infer_loops{n}_ms']:.2f}" for n in range(1, c['n_loop'] + 1))
+            counts = sorted(int(k[len('infer_loops'):-len('_ms')]) for k in r if k.startswith('infer_loops'))
+            fixed = ', '.join(f"n_loop={n} {r[f'infer_loops{n}_ms']:.2f}" for n in counts)
+            m = r['exit_loops']
+            bound = r[f'infer_loops{math.ceil(m) + 1}_ms']
+            verdict = 'no more' if r['infer_exit_ms'] <= bound else 'more'
             return (f"{label}, generation ms/{per} with the KV cache: {fixed}; per-token exit (kl < "
-                    f"{c['exit_threshold']:g}) {r['infer_exit_ms']:.2f} at {r['exit_loops']:.2f} iterations per token "
-                    f"on average. The weights are random: where tokens stop says nothing about a trained model, "
-                    f"the line shows what the exit path costs at the depth it ran.")
+                    f"{c['exit_threshold']:g}) {r['infer_exit_ms']:.2f} at m = {m:.2f} iterations per token on "
+                    f"average: {verdict} than the fixed ceil(m) + 1 = {math.ceil(m) + 1} ({bound:.2f}). The weights "
+                    f"are random: where tokens stop says nothing about a trained model, the line shows what the "
+                    f"exit path costs at the depth it ran.")
     return None
 
 

@@ -39,6 +39,7 @@ import torch
 
 from checkpoint import autocast_context, device_type_of, load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, answer_help, config_keys, configure
+from engine import KVCache
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
     answer_help(__file__, sys.argv[1:])
@@ -99,7 +100,7 @@ def cache_agreement(model, prompt, n_tokens, ctx, near_tie=0.01):
     for _ in range(n_tokens):
         with ctx:
             if cache is None:
-                cache = model.new_kv_cache(idx.size(0), model.config.block_size)
+                cache = KVCache(model, idx.size(0), model.config.block_size)
                 cached, _ = model(idx, kv_cache=cache)
             else:
                 cached, _ = model(idx[:, -1:], kv_cache=cache)

@@ -6,13 +6,16 @@ GPT      : GPT-2 exactly as OpenAI / Hugging Face define it (pre-LN blocks, tied
            lm_head, tanh-GELU), written in nanoGPT's style and parameter names.
 LoopGPT  : the same model whose stack of blocks B is applied n_loop times, with a
            learned gate vector a_n per iteration. Everything the two share
-           (embeddings, blocks, head, optimizer, generation, KV cache) lives in GPT;
-           LoopGPT only adds the gates and overrides `body`, the loop.
+           (embeddings, blocks, head, optimizer) lives in GPT; LoopGPT only adds the
+           gates and overrides `body`, the loop.
+
+Generation (the KV cache, sampling, per-token exit) is in engine.py:
+`from engine import generate; generate(model, idx, max_new_tokens)`. The attention
+here only takes a cache object and stores its keys and values where it says.
 
 Shapes in comments: B batch, T sequence length, C n_embd, nh heads, hs head size.
 """
 
-import copy
 import inspect
 import math
 from contextlib import nullcontext
@@ -45,68 +48,6 @@ class GPTConfig:
     def effective_depth(self):
         """Blocks a token passes through in one forward pass."""
         return self.n_prelude + self.n_layer * self.n_loop + self.n_coda
-
-
-# -----------------------------------------------------------------------------
-# KV cache
-
-
-class KVCache:
-    """
-    Keys and values of every attention call made so far, for fast generation.
-
-    One slot per attention call in a forward pass: a GPT has n_layer slots, but a
-    LoopGPT needs one per (loop iteration, layer), since the same block sees a
-    different hidden state in every iteration and so produces different keys and
-    values. Slots are numbered in the order the blocks run.
-
-    With per-token exit (LoopGPT.step_with_exit) a token that stopped at iteration m
-    < N has its slots of iterations m+1 .. N filled with copies of iteration m's
-    (carry_forward): a later token at iteration n reads, for each earlier token, the
-    keys and values of iteration min(n, its exit), Huginn's "latest" rule.
-    """
-
-    def __init__(self, n_slots, batch_size, n_head, max_len, head_size):
-        self.shape = (n_slots, batch_size, n_head, max_len, head_size)
-        self.k = self.v = None  # allocated at the first update, in the dtype attention runs in
-        self.pos = 0  # tokens already cached (the same in every slot)
-        self.rows = slice(None)  # the batch rows this object reads and writes: all (see select)
-
-    def update(self, slot, k, v):
-        """Store k, v (B, nh, T, hs) after the cached tokens; return all keys and values so far."""
-        if self.k is None:
-            self.k = torch.zeros(self.shape, device=k.device, dtype=k.dtype)
-            self.v = torch.zeros(self.shape, device=v.device, dtype=v.dtype)
-        end = self.pos + k.size(2)
-        self.k[slot, self.rows, :, self.pos:end] = k
-        self.v[slot, self.rows, :, self.pos:end] = v
-        return self.k[slot, self.rows, :, :end], self.v[slot, self.rows, :, :end]
-
-    def advance(self, n):
-        """Called once per forward pass, after every slot has stored its n new tokens."""
-        self.pos += n
-
-    def select(self, rows):
-        """This cache as the batch rows `rows` (int64 indices) see it, for a forward pass of
-        those rows alone (LoopGPT.step_with_exit): the same buffers, read and written only at
-        their rows; update returns (len(rows), nh, Tk, hs)."""
-        assert self.k is not None, "select needs a cache that holds something already"
-        view = copy.copy(self)
-        view.rows = rows
-        return view
-
-    def carry_forward(self, src, dst, rows):
-        """At the newest token of the batch rows `rows`, slot dst takes slot src's keys and values."""
-        self.k[dst, rows, :, self.pos] = self.k[src, rows, :, self.pos]
-        self.v[dst, rows, :, self.pos] = self.v[src, rows, :, self.pos]
-
-
-@dataclass
-class ExitRule:
-    """When a generated token stops iterating (LoopGPT.step_with_exit has the rule)."""
-    threshold: float       # a token stops once its criterion is below this, in nats
-    min_loops: int = 1     # but not before this many iterations
-    criterion: str = 'kl'  # 'kl': KL(p_n ‖ p_{n-1}), Huginn's rule; 'entropy': H(p_n)
 
 
 # -----------------------------------------------------------------------------
@@ -259,7 +200,7 @@ class GPT(nn.Module):
 
     def depth(self):
         """Blocks a token passes through now (the loops of LoopGPT included): also the
-        number of attention calls per forward pass, i.e. of KV cache slots."""
+        number of attention calls per forward pass, each a slot of a full KV cache."""
         cfg = self.config
         return cfg.n_prelude + self.n_loop * cfg.n_layer + cfg.n_coda
 
@@ -330,69 +271,6 @@ class GPT(nn.Module):
                 sd[k].copy_(src)
         return model
 
-    # --- generation ---
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, exit=None):
-        """Extend idx (B, T) by max_new_tokens tokens, feeding each prediction back in.
-        temperature=0 is greedy. use_cache=False recomputes the whole window every step;
-        with the cache the prompt is run once and then one token per step. Both give the
-        same tokens: once the sequence outgrows block_size the window slides, every
-        position changes, and the cached path re-runs the cropped window as the plain
-        path does.
-
-        exit (an ExitRule; a LoopGPT with the cache): every predicted token stops iterating
-        on its own (LoopGPT.step_with_exit). The prompt but its last token runs all n_loop
-        iterations. Returns (idx, loops) then: loops (B, max_new_tokens) the iterations that
-        predicted each new token (all n_loop of them where the sliding window is re-run)."""
-        if exit is not None and not use_cache:
-            raise ValueError("per-token exit reads stopped tokens' keys and values from the KV cache: use_cache=True")
-        block_size = self.config.block_size
-        cache, loops = None, []
-        for _ in range(max_new_tokens):
-            if not use_cache or idx.size(1) > block_size:
-                logits, _ = self(idx[:, -block_size:])
-                loops.append(torch.full((idx.size(0),), self.n_loop, device=idx.device))
-            else:
-                if cache is None:
-                    cache = self.new_kv_cache(idx.size(0), block_size)
-                new = idx[:, cache.pos:]  # what the cache has not seen: the prompt, then the last token
-                if exit is None:
-                    logits, _ = self(new, kv_cache=cache)
-                else:
-                    if new.size(1) > 1:
-                        self(new[:, :-1], kv_cache=cache)
-                    logits, used = self.step_with_exit(new[:, -1:], cache, exit)
-                    loops.append(used)
-            # in fp32: under autocast the logits are bf16, too coarse for top-p's sums and argmax's ties
-            idx_next = self.sample_next(logits[:, -1, :].float(), temperature, top_k, top_p)
-            idx = torch.cat((idx, idx_next), dim=1)
-        return idx if exit is None else (idx, torch.stack(loops, dim=1))
-
-    def new_kv_cache(self, batch_size, max_len):
-        cfg = self.config
-        return KVCache(self.depth(), batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
-
-    @staticmethod
-    def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
-        """logits (B, vocab) -> next token ids (B, 1)."""
-        if temperature == 0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = logits / temperature
-        if top_k is not None:
-            assert top_k >= 1, "top_k must be at least 1"
-            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-            logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
-        if top_p is not None and top_p < 1.0:  # 1.0 keeps all (fp32 cumsums can reach 1 early)
-            assert top_p > 0, "top_p must be in (0, 1]"
-            # keep the smallest set of most likely tokens whose probability reaches top_p
-            sorted_logits, sorted_idx = torch.sort(logits, descending=True)
-            probs = sorted_logits.softmax(dim=-1)
-            drop = probs.cumsum(dim=-1) - probs >= top_p  # the likelier tokens already reach top_p
-            sorted_logits = sorted_logits.masked_fill(drop, float('-inf'))
-            logits = torch.full_like(logits, float('-inf')).scatter(1, sorted_idx, sorted_logits)
-        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-
 
 # -----------------------------------------------------------------------------
 # LoopGPT
@@ -438,7 +316,7 @@ class LoopGPT(GPT):
         x = self.run_blocks(self.transformer.prelude, x, kv_cache, first_slot=0)
         N = n_loop or self.n_loop
         h = self.loop(x, kv_cache, N)
-        return self.run_blocks(self.transformer.coda, h, kv_cache, self.first_slot(N + 1))  # after the loop's slots
+        return self.run_blocks(self.transformer.coda, h, kv_cache, self.config.n_prelude)  # after the prelude's slots
 
     def loop(self, x, kv_cache=None, n_loop=None, states=None):
         """The loop of the paper, x (B, T, C) -> h_N (B, T, C), N = n_loop or self.n_loop:
@@ -492,8 +370,10 @@ class LoopGPT(GPT):
         return self.transformer.ln_loop(h) if self.config.loop_norm else h
 
     def first_slot(self, n):
-        """The KV cache slot of iteration n's first block (the prelude's come first)."""
-        return self.config.n_prelude + (n - 1) * self.config.n_layer
+        """The KV cache slot of iteration n's first block. Slots number the attention calls of a
+        forward pass: the prelude's, the coda's, then iteration 1's, 2's, ... (engine.KVCache
+        folds the loop's into the groups it keeps)."""
+        return self.config.n_prelude + self.config.n_coda + (n - 1) * self.config.n_layer
 
     def draw_n_loop(self, rng):
         """A loop count for one training iteration, drawn with the numpy Generator rng.
@@ -511,66 +391,6 @@ class LoopGPT(GPT):
         sigma = self.POISSON_SIGMA
         tau = rng.normal(math.log(N - 1) - sigma ** 2 / 2, sigma)
         return int(min(1 + rng.poisson(math.exp(tau)), 4 * N))
-
-    @torch.no_grad()
-    def step_with_exit(self, idx, kv_cache, exit):
-        """One new token per row, idx (B, 1), through the KV cache, each row iterating until its
-        prediction has settled. Returns the logits (B, 1, vocab) and the iterations each row ran
-        (B,). p_n = softmax(lm_head(ln_f(coda(h_n)))) is the read-out after iteration n (p_0:
-        of h_0, before any iteration). After iteration n >= exit.min_loops a row stops when
-
-            kl:       KL(p_n ‖ p_{n-1}) = Σ_v p_n(v) (log p_n(v) − log p_{n-1}(v)) < threshold
-            entropy:  H(p_n) = −Σ_v p_n(v) log p_n(v) < threshold
-
-        and it stops at N = self.n_loop in any case. KL is Huginn's rule (its model card uses
-        5e-4): stop once an iteration no longer changes the prediction. At n = 1 it compares p_1
-        with the read-out of h_0, the embeddings (after the prelude, if any): a real prediction,
-        if a poor one, so the rule needs no special case. Entropy needs only p_n: it can stop a
-        token after one iteration even where p_0 says nothing.
-
-        Stopped tokens in the cache ("latest", Huginn's KV rule): a later token attends at
-        iteration n to an earlier token that stopped at m < n through that token's keys and
-        values of iteration m. So once a row stops, its cache slots of iterations m+1 .. N are
-        filled with copies of iteration m's, and its coda slots keep what its state h_m gave.
-        Rows are independent: a stopped row leaves the batch of the later iterations, and
-        nothing it holds changes what the other rows compute."""
-        assert idx.size(1) == 1 and exit.min_loops >= 1 and exit.criterion in ('kl', 'entropy')
-        B, N, L = idx.size(0), self.n_loop, self.config.n_layer
-        x = self.run_blocks(self.transformer.prelude, self.embed(idx, pos0=kv_cache.pos), kv_cache, 0)
-        h = self.gate(0) * x                                   # h_0 (B, 1, C)
-        rows = torch.arange(B, device=idx.device)             # the rows still iterating
-        loops = torch.zeros(B, dtype=torch.long, device=idx.device)  # each row's exit iteration (0: not yet)
-        logits, cache = None, kv_cache                         # cache: as the running rows see it
-        logp = self.read_out(h, cache).float().log_softmax(-1) if exit.criterion == 'kl' else None
-        for n in range(1, N + 1):
-            stopped = (loops > 0).nonzero().view(-1)  # none at n = 1: a row stops after an iteration
-            if len(stopped):  # the latest rule: iteration n shows a stopped token's last keys and values
-                for i in range(L):
-                    kv_cache.carry_forward(self.first_slot(n - 1) + i, self.first_slot(n) + i, stopped)
-            if not len(rows):
-                continue
-            h = self.iterate(h, x, n, cache)
-            z = self.read_out(h, cache)                        # (R, 1, vocab)
-            logp_n = z.float().log_softmax(-1)
-            if exit.criterion == 'kl':
-                d = (logp_n.exp() * (logp_n - logp)).sum(-1).clamp_min(0)
-            else:
-                d = -(logp_n.exp() * logp_n).sum(-1)
-            stop = ((d.view(-1) < exit.threshold) & (n >= exit.min_loops)) | (n == N)
-            if logits is None:
-                logits = z.new_empty((B,) + z.shape[1:])
-            logits[rows[stop]] = z[stop]
-            loops[rows[stop]] = n
-            keep = ~stop
-            rows, h, x, logp = rows[keep], h[keep], x[keep], logp_n[keep]
-            cache = kv_cache.select(rows) if len(rows) < B else kv_cache
-        kv_cache.advance(1)
-        return logits, loops
-
-    def read_out(self, h, kv_cache=None):
-        """The logits (B, 1, vocab) of a state h (B, 1, C) of the loop: the coda, ln_f and lm_head."""
-        z = self.run_blocks(self.transformer.coda, h, kv_cache, self.first_slot(self.n_loop + 1))
-        return self.head(z)[0]
 
     @staticmethod
     def run_blocks(blocks, x, kv_cache, first_slot):

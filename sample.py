@@ -18,10 +18,12 @@ KV cache (--use_cache=True, the default): the prompt is run once, then one token
 step, with the keys and values of earlier tokens kept for every (loop iteration,
 layer). It gives the same tokens as --use_cache=False, which re-runs the whole
 context every step; past block_size both re-run the last block_size tokens.
+--kv_budget=k keeps k groups of the loop's keys and values instead of one per
+iteration: iterations 1 .. k-1 their own, the later ones the last (engine.KVCache).
 
 Adaptive depth: --exit_threshold=T > 0 lets each new token of a LoopGPT stop iterating
 once its prediction has settled, between exit_min_loops and n_loop iterations (the rule:
-LoopGPT.step_with_exit in model.py). The mean iterations per generated token go to stderr.
+step_with_exit in engine.py). The mean iterations per generated token go to stderr.
 """
 
 import os
@@ -35,7 +37,8 @@ from checkpoint import (DTYPES, CheckpointError, autocast_context, default_devic
                         device_type_of, load_checkpoint, model_from_checkpoint)
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, load_meta
-from model import GPT, ExitRule, LoopGPT
+from engine import ExitRule, KVCache, generate
+from model import GPT, LoopGPT
 from tokenizer import get_tokenizer
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
@@ -56,6 +59,8 @@ exit_threshold = 0.0     # LoopGPT: each new token stops iterating once its crit
 exit_min_loops = 1       # with exit: iterations every token runs at least
 exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}) of successive read-outs, or 'entropy', H(p_n)
 use_cache = True         # KV cache: the same tokens as without it, faster (bench.py measures by how much)
+kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration.
+                         # 1: each token's last keys and values (drawn-depth models), 2: first + latest
 seed = 1337
 device = default_device()        # 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = default_dtype(device)    # 'float32', 'bfloat16' or 'float16' (autocast)
@@ -107,6 +112,8 @@ def check_config(c):
         return f"exit_min_loops must be at least 1, not {c['exit_min_loops']}."
     if c['exit_criterion'] not in ('kl', 'entropy'):
         return f"unknown exit_criterion {c['exit_criterion']!r}: use 'kl' or 'entropy'."
+    if c['kv_budget'] < 0:
+        return f"kv_budget must be 0 (a group per loop iteration) or more, not {c['kv_budget']}."
     if c['exit_threshold'] > 0 and not c['use_cache']:
         return "exit_threshold needs the KV cache (stopped tokens' keys and values live there): drop --use_cache=False."
     if c['dtype'] not in DTYPES:
@@ -295,18 +302,26 @@ def main(argv):
         torch.cuda.manual_seed(c['seed'])
     # top_p=1 keeps every token; passed on, fp32 rounding in sample_next's cumsum would drop some of the tail
     top_p = None if c['top_p'] == 1 else c['top_p']
+    cuda = device_type_of(c['device']) == 'cuda'
+    if cuda:
+        torch.cuda.synchronize()
     t0 = time.time()
     with torch.no_grad(), autocast_context(c['device'], c['dtype']):
-        y = model.generate(x, c['max_new_tokens'], temperature=c['temperature'], top_k=c['top_k'],
-                           top_p=top_p, use_cache=c['use_cache'], exit=exit)
+        y = generate(model, x, c['max_new_tokens'], temperature=c['temperature'], top_k=c['top_k'],
+                     top_p=top_p, use_cache=c['use_cache'], exit=exit, kv_budget=c['kv_budget'])
     y, loops = y if exit is not None else (y, None)
+    if cuda:  # the GPU runs behind the host: wait for it before reading the clock
+        torch.cuda.synchronize()
     dt = time.time() - t0
     for row in y.tolist():
         print(decode(tok, row))
         print('---------------')
+    cache = 'off'
+    if c['use_cache']:  # keys and values are stored in the dtype attention runs in
+        kv = KVCache(model, c['num_samples'], model.config.block_size, c['kv_budget'])
+        cache = f"on, {kv.nbytes(DTYPES[c['dtype']]) / 1e6:.2f} MB"
     print(f"{c['num_samples']} x {c['max_new_tokens']} tokens in {dt:.2f}s "
-          f"({dt / c['max_new_tokens'] * 1000:.1f} ms per step, KV cache {'on' if c['use_cache'] else 'off'})",
-          file=sys.stderr)
+          f"({dt / c['max_new_tokens'] * 1000:.1f} ms per step, KV cache {cache})", file=sys.stderr)
     if loops is not None:
         print(f"exit ({c['exit_criterion']} < {c['exit_threshold']:g}): {loops.float().mean():.2f} iterations per "
               f"generated token on average, of {model.n_loop} at most", file=sys.stderr)

@@ -7,7 +7,8 @@ from torch.nn import functional as F
 
 import adaptive_depth
 from configurator import ConfigError
-from model import ExitRule, GPTConfig, LoopGPT
+from engine import ExitRule
+from model import GPTConfig, LoopGPT
 
 
 def tiny_loop(**kw):

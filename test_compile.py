@@ -24,7 +24,8 @@ import torch
 
 import gpu_check
 from checkpoint import autocast_context, default_dtype, load_checkpoint
-from model import GPTConfig, KVCache, LoopGPT
+from engine import KVCache
+from model import GPTConfig, LoopGPT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N = 2  # iterations before the checkpoint; the eager run does 2N
@@ -104,7 +105,7 @@ def sharp_loop_model():
     return model.eval()
 
 
-def test_kv_cache_matches_the_uncached_forward_under_bf16():
+def test_kv_cache_matches_the_uncached_forward_under_bf16(monkeypatch):
     model = sharp_loop_model()
     prompt = torch.randint(64, (3, 5), generator=torch.Generator().manual_seed(1))
     worst, flips = gpu_check.cache_agreement(model, prompt, 40, autocast_context('cpu', 'bfloat16'))
@@ -118,7 +119,7 @@ def test_kv_cache_matches_the_uncached_forward_under_bf16():
         def update(self, slot, k, v):
             return super().update(slot, k, v * 2)
 
-    model.new_kv_cache = lambda batch_size, max_len: OffCache(model.depth(), batch_size, 2, max_len, 16)
+    monkeypatch.setattr(gpu_check, 'KVCache', OffCache)
     assert gpu_check.cache_agreement(model, prompt, 10, autocast_context('cpu', 'float32'))[0] > 0.02
 
 
@@ -131,15 +132,13 @@ class Scripted(torch.nn.Module):
         super().__init__()
         self.plain, self.cached = torch.tensor(plain), torch.tensor(cached)
 
-    def new_kv_cache(self, batch_size, max_len):
-        return object()
-
     def forward(self, idx, kv_cache=None):
         row = self.plain if kv_cache is None else self.cached
         return row.expand(idx.size(0), idx.size(1), -1), None
 
 
-def test_cache_check_counts_a_flip_outside_a_near_tie():
+def test_cache_check_counts_a_flip_outside_a_near_tie(monkeypatch):
+    monkeypatch.setattr(gpu_check, 'KVCache', lambda model, batch_size, max_len: object())
     fp32 = autocast_context('cpu', 'float32')
     # top two 0.5% of the largest logit apart: a near-tie (under 1%), rounding may flip it
     assert gpu_check.cache_agreement(Scripted([10, 9.95, 0], [9.95, 10, 0]), torch.zeros(2, 1, dtype=torch.long),
@@ -150,6 +149,7 @@ def test_cache_check_counts_a_flip_outside_a_near_tie():
                                              torch.zeros(2, 1, dtype=torch.long), 5, fp32)
     assert worst == pytest.approx(0.011, rel=1e-4) and flips == 2 * 5
     # a real model whose cached path swaps its top two logits: every greedy choice flips, far from a tie
+    monkeypatch.undo()  # a real cache again
     model = sharp_loop_model()
     forward = model.forward
 

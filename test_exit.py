@@ -1,5 +1,5 @@
 """
-Per-token exit at inference (LoopGPT.step_with_exit, generate(exit=...)): off, it is today's
+Per-token exit at inference (engine.step_with_exit, generate(exit=...)): off, it is today's
 generation bit for bit; at its earliest it is a shorter loop; in between it matches a slow
 reference that recomputes every token from scratch and keeps each token's exit iteration and
 each iteration's keys and values in explicit tables (float64, so that no threshold decision
@@ -11,7 +11,9 @@ import math
 import pytest
 import torch
 
-from model import GPT, ExitRule, GPTConfig, LoopGPT
+import engine
+from engine import ExitRule, generate, sample_next
+from model import GPTConfig, LoopGPT
 
 
 def make_model(dtype=torch.float32, sharpen=1.0, **kw):
@@ -33,13 +35,13 @@ def generate_recording(model, idx, max_new_tokens, **kw):
 
     def record(step_logits, *args):
         logits.append(step_logits.clone())
-        return GPT.sample_next(step_logits, *args)
+        return sample_next(step_logits, *args)
 
-    model.sample_next = record  # the instance attribute shadows the static method
+    engine.sample_next = record  # generate looks it up in engine's namespace
     try:
-        out = model.generate(idx, max_new_tokens, temperature=0, **kw)
+        out = generate(model, idx, max_new_tokens, temperature=0, **kw)
     finally:
-        del model.sample_next
+        engine.sample_next = sample_next
     return out, torch.stack(logits)
 
 
@@ -65,7 +67,7 @@ def test_threshold_0_is_todays_generation(kw):
             else:
                 torch.testing.assert_close(logits, plain_logits, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match='use_cache=True'):
-        model.generate(PROMPT, 2, exit=ExitRule(0.0), use_cache=False)
+        generate(model, PROMPT, 2, exit=ExitRule(0.0), use_cache=False)
 
 
 @pytest.mark.parametrize('k', [1, 2])

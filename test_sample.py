@@ -6,6 +6,7 @@ for a few seconds on a repeated phrase, then run sample.py on it.
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -18,8 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+import engine
 import sample
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from engine import KVCache, generate, sample_next
 from model import GPT, GPTConfig, LoopGPT
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -47,16 +50,16 @@ def generate_recording(model, idx, max_new_tokens, use_cache):
 
     def record(step_logits, *args):
         logits.append(step_logits.clone())
-        return GPT.sample_next(step_logits, *args)
+        return sample_next(step_logits, *args)
 
-    model.sample_next = record  # the instance attribute shadows the static method
+    engine.sample_next = record  # generate looks it up in engine's namespace
     hook = model.register_forward_pre_hook(
         lambda m, args, kwargs: calls.append((args[0].size(1), kwargs.get('kv_cache') is not None)),
         with_kwargs=True)
     try:
-        out = model.generate(idx, max_new_tokens, temperature=0, use_cache=use_cache)
+        out = generate(model, idx, max_new_tokens, temperature=0, use_cache=use_cache)
     finally:
-        del model.sample_next
+        engine.sample_next = sample_next
         hook.remove()
     return out, torch.stack(logits), calls
 
@@ -96,7 +99,7 @@ def test_cache_in_chunks_matches_one_forward(name):
     idx = torch.randint(64, (2, 16), generator=torch.Generator().manual_seed(2))
     def all_logits(x, kv_cache=None):  # with targets, forward returns the logits of every position
         return model(x, torch.zeros_like(x), kv_cache=kv_cache)[0]
-    cache = model.new_kv_cache(2, 16)
+    cache = KVCache(model, 2, 16)
     parts = [all_logits(idx[:, a:b], cache) for a, b in [(0, 5), (5, 9), (9, 10), (10, 11), (11, 16)]]
     full = all_logits(idx)
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
@@ -122,7 +125,7 @@ def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
     top5 = set(logits.topk(5).indices.tolist())
 
     def drawn(**kw):
-        return set(GPT.sample_next(rows, **kw).flatten().tolist())
+        return set(sample_next(rows, **kw).flatten().tolist())
 
     # every allowed token is drawn, none other (the allowed ones are not too unlikely to be hit)
     assert drawn(top_k=5) == top5
@@ -139,11 +142,11 @@ def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
 def test_generate_top_k_1_and_tiny_top_p_are_greedy():
     model = make_model(LoopGPT, n_loop=2)
     idx = torch.randint(64, (3, 4), generator=torch.Generator().manual_seed(3))
-    greedy = model.generate(idx, 20, temperature=0)
+    greedy = generate(model, idx, 20, temperature=0)
     torch.manual_seed(0)
-    assert torch.equal(model.generate(idx, 20, temperature=1.0, top_k=1), greedy)
-    assert torch.equal(model.generate(idx, 20, temperature=1.0, top_p=1e-6), greedy)
-    assert not torch.equal(model.generate(idx, 20, temperature=1.0), greedy)
+    assert torch.equal(generate(model, idx, 20, temperature=1.0, top_k=1), greedy)
+    assert torch.equal(generate(model, idx, 20, temperature=1.0, top_p=1e-6), greedy)
+    assert not torch.equal(generate(model, idx, 20, temperature=1.0), greedy)
 
 
 def test_generate_samples_from_fp32_logits_under_bf16_autocast():
@@ -157,7 +160,7 @@ def test_generate_samples_from_fp32_logits_under_bf16_autocast():
     # top_p=0.894 must keep both, but bf16 rounds 0.8933 up to 0.8945 and drops the second
     row = torch.tensor([[2.125, 0.0]], dtype=torch.bfloat16)
     assert row.double().softmax(-1)[0, 0].item() < 0.894 < row.softmax(-1)[0, 0].item()
-    drawn = {dtype: set(GPT.sample_next(row.to(dtype).expand(2000, -1), top_p=0.894).flatten().tolist())
+    drawn = {dtype: set(sample_next(row.to(dtype).expand(2000, -1), top_p=0.894).flatten().tolist())
              for dtype in (torch.float32, torch.bfloat16)}
     assert drawn == {torch.float32: {0, 1}, torch.bfloat16: {0}}
 
@@ -272,8 +275,8 @@ def test_n_loop_changes_the_logits_only_when_it_differs_from_training(loop_run):
     assert torch.isfinite(more_logits).all()
     assert (more_logits - trained_logits).abs().max() > 1e-2
     # the cache still holds one entry per (iteration, layer): same tokens as without it
-    cached = model.generate(idx, 30, temperature=0, use_cache=True)
-    assert torch.equal(cached, model.generate(idx, 30, temperature=0, use_cache=False))
+    cached = generate(model, idx, 30, temperature=0, use_cache=True)
+    assert torch.equal(cached, generate(model, idx, 30, temperature=0, use_cache=False))
     sample.set_n_loop(model, 2)
     assert torch.equal(model(idx)[0], trained_logits)
 
@@ -289,7 +292,7 @@ def test_n_loop_on_the_command_line(loop_run, capsys):
     # what the model run for 6 iterations generates (greedy, without the cache); not the trained text
     model = model_from_checkpoint(load_checkpoint(loop_run, 'best')).eval()
     model.n_loop = 6
-    tokens = model.generate(torch.tensor([list(b'hello')]), 30, temperature=0, use_cache=False)[0]
+    tokens = generate(model, torch.tensor([list(b'hello')]), 30, temperature=0, use_cache=False)[0]
     assert samples(more[1]) == [bytes(tokens.tolist()).decode('utf-8', errors='replace')] != samples(default[1])
 
 
@@ -464,10 +467,13 @@ def test_bench_prints_a_table():
                                                           '| GPT 2L (same depth)']
     assert 'LoopGPT / same-params GPT: training x' in r.stdout and 'LoopGPT / same-depth GPT' in r.stdout
     assert '40 steps outgrow block_size=32' in r.stdout
-    # --exit_threshold: the LoopGPT's generation at each fixed count and with per-token exit
-    m = re.search(r'LoopGPT 1L x2, generation ms/token with the KV cache: n_loop=1 [\d.]+, n_loop=2 [\d.]+; '
-                  r'per-token exit \(kl < 0.001\) [\d.]+ at ([\d.]+) iterations per token', r.stdout)
-    assert m and 1 <= float(m[1]) <= 2, r.stdout
+    # --exit_threshold: the LoopGPT's generation with per-token exit, at each fixed count up to
+    # ceil(m) + 1, and whether the exit cost more than that count
+    m = re.search(r'LoopGPT 1L x2, generation ms/token with the KV cache: n_loop=1 [\d.]+, n_loop=2 [\d.]+'
+                  r'(, n_loop=3 [\d.]+)?; per-token exit \(kl < 0.001\) [\d.]+ at m = ([\d.]+) iterations per '
+                  r'token on average: (no more|more) than the fixed ceil\(m\) \+ 1 = (\d)', r.stdout)
+    assert m and 1 <= float(m[2]) <= 2 and int(m[4]) == math.ceil(float(m[2])) + 1, r.stdout
+    assert (m[1] is not None) == (int(m[4]) == 3)  # the fixed counts reach ceil(m) + 1
 
 
 def test_bench_trains_at_each_drawn_loop_count():
