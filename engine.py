@@ -61,7 +61,7 @@ class KVCache:
         self.n_groups = N if kv_budget == 0 else min(kv_budget, N)
         self.shape = (self.n_fixed + self.n_groups * cfg.n_layer, batch_size, cfg.n_head, max_len,
                       cfg.n_embd // cfg.n_head)
-        self.k = self.v = None  # allocated at the first update, in the dtype attention runs in
+        self.kv = None  # keys and values, (2, *shape): allocated at the first update, in the dtype attention runs in
         self.pos = 0  # tokens already cached (the same in every slot)
         self.rows = slice(None)  # the batch rows this object reads and writes: all (see select)
 
@@ -83,13 +83,13 @@ class KVCache:
 
     def update(self, slot, k, v):
         """Store k, v (B, nh, T, hs) after the cached tokens; return all keys and values so far."""
-        if self.k is None:
-            self.k = torch.zeros(self.shape, device=k.device, dtype=k.dtype)
-            self.v = torch.zeros(self.shape, device=v.device, dtype=v.dtype)
+        if self.kv is None:
+            self.kv = torch.zeros((2,) + self.shape, device=k.device, dtype=k.dtype)
+            self.groups = torch.arange(1, self.n_groups + 1, device=k.device)  # for carry_latest
         s, end = self.where(slot), self.pos + k.size(2)
-        self.k[s, self.rows, :, self.pos:end] = k
-        self.v[s, self.rows, :, self.pos:end] = v
-        return self.k[s, self.rows, :, :end], self.v[s, self.rows, :, :end]
+        self.kv[0, s, self.rows, :, self.pos:end] = k
+        self.kv[1, s, self.rows, :, self.pos:end] = v
+        return self.kv[0, s, self.rows, :, :end], self.kv[1, s, self.rows, :, :end]
 
     def advance(self, n):
         """Called once per forward pass, after every slot has stored its n new tokens."""
@@ -106,10 +106,9 @@ class KVCache:
         """The latest rule at the newest token: in each row that stopped at m = loops[row] (B,),
         the loop groups above g(m) take group g(m)'s keys and values."""
         G, L = self.n_groups, self.n_layer
-        src = torch.minimum(torch.arange(1, G + 1, device=loops.device)[:, None], self.group(loops)[None]) - 1
-        for buf in (self.k, self.v):
-            kv = buf[self.n_fixed:].view(G, L, *buf.shape[1:])[:, :, :, :, self.pos]  # (G, L, B, nh, hs), a view
-            kv.copy_(kv.gather(0, src[:, None, :, None, None].expand_as(kv)))
+        src = torch.minimum(self.groups[:, None], self.group(loops)[None]) - 1  # (G, B): the group to show
+        kv = self.kv[:, self.n_fixed:].unflatten(1, (G, L))[..., self.pos, :].transpose(0, 1)  # (G, 2, L, B, nh, hs)
+        kv.copy_(kv.gather(0, src[:, None, None, :, None, None].expand_as(kv)))
 
     def nbytes(self, dtype=torch.bfloat16):
         """Memory of keys and values in `dtype` (they are stored in the dtype attention runs in)."""
@@ -134,7 +133,7 @@ def read_out(model, h, kv_cache):
     rule compares these, and a bf16 ulp of a logit near 10 (0.0625) is alone a KL of ~5e-4."""
     z = model.run_blocks(model.transformer.coda, h, kv_cache, model.config.n_prelude)
     with torch.autocast(h.device.type, enabled=False):
-        return model.head(z.to(model.lm_head.weight.dtype))[0]
+        return model.lm_head(model.transformer.ln_f(z.to(model.lm_head.weight.dtype)))
 
 
 @torch.no_grad()
@@ -162,31 +161,36 @@ def step_with_exit(model, idx, kv_cache, exit):
     x = model.run_blocks(model.transformer.prelude, model.embed(idx, pos0=kv_cache.pos), kv_cache, 0)
     h = model.gate(0) * x                                   # h_0 = a_0 ⊙ x_0 (LoopGPT.loop), (B, 1, C)
     logp = read_out(model, h, kv_cache).log_softmax(-1) if exit.criterion == 'kl' else None
-    rows = torch.arange(B, device=idx.device)               # the rows still iterating
-    loops = torch.empty(B, dtype=torch.long, device=idx.device)  # each row's last iteration
-    logits, cache, early = None, kv_cache, False            # cache: as the running rows see it
+    rows, cache = None, kv_cache    # the rows still iterating (None: all B) and the cache as they see it
+    logits = loops = None           # (B, 1, V) and (B,): each row's answer and iterations, once one stops
+    early = False                   # did a row stop below the last loop group (see carry_latest)?
     for n in range(1, N + 1):
         h = model.iterate(h, x, n, cache)                   # the loop rule, h_{n-1} -> h_n
         z = read_out(model, h, cache)                       # (R, 1, V)
-        if logits is None:
-            logits = z.new_empty((B,) + z.shape[1:])
-        logits[rows], loops[rows] = z, n                    # a row's last write is its answer
+        if rows is not None:
+            logits[rows], loops[rows] = z, n                # a row's last write is its answer
         if n == N:
             break
         logp_n = z.log_softmax(-1)
-        if exit.criterion == 'kl':
-            d = (logp_n.exp() * (logp_n - logp)).sum(-1).clamp_min(0)
-        else:
-            d = -(logp_n.exp() * logp_n).sum(-1)
-        go = ~(d.view(-1) < exit.threshold) | (n < exit.min_loops)  # (R,)
-        keep = go.nonzero().view(-1)                        # the host sync
-        if len(keep) < len(rows):                           # some rows stop at n
-            early |= kv_cache.group(n) < kv_cache.n_groups  # below the last group: carry_latest
-            if len(keep) == 0:
-                break
-            rows, h, x, logp_n = rows[keep], h[keep], x[keep], logp_n[keep]
-            cache = kv_cache.select(rows)
+        if n >= exit.min_loops:
+            if exit.criterion == 'kl':  # Σ p_n (log p_n − log p_{n-1})
+                d = F.kl_div(logp, logp_n, reduction='none', log_target=True).sum(-1).clamp_min(0)
+            else:
+                d = -(logp_n.exp() * logp_n).sum(-1)
+            keep = (~(d.view(-1) < exit.threshold)).nonzero().view(-1)  # the host sync
+            if len(keep) < len(z):                          # some rows stop at n
+                early |= kv_cache.group(n) < kv_cache.n_groups
+                if rows is None:                            # the first to stop: z holds every row's answer
+                    logits, loops, rows = z, torch.full((B,), n, device=idx.device), keep
+                else:
+                    rows = rows[keep]
+                if len(keep) == 0:
+                    break
+                h, x, logp_n = h[keep], x[keep], logp_n[keep]
+                cache = kv_cache.select(rows)
         logp = logp_n
+    if rows is None:  # no row stopped early: all ran N iterations
+        logits, loops = z, torch.full((B,), N, device=idx.device)
     if early:
         kv_cache.carry_latest(loops)
     kv_cache.advance(1)

@@ -10,9 +10,10 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import engine
-from engine import ExitRule, generate, sample_next
+from engine import ExitRule, KVCache, generate, sample_next, step_with_exit, teacher_forced
 from model import GPTConfig, LoopGPT
 
 
@@ -91,13 +92,19 @@ def test_stopping_everywhere_at_k_is_a_loop_of_k(k):
 # the slow reference
 
 
-def reference_generate(model, prompt, n_new, rule):
+def reference_generate(model, prompt, n_new, rule, kv_budget=0, n_prefill=None):
     """Greedy generation from one row's prompt (a list of ids) with per-token exit, one position
     at a time, attention written out by hand. kv[key][s] holds position s's keys and values
-    (nh, hs) for key ('pre', l), ('loop', n, l) or ('coda', l); exit_at[s] is the iteration s
-    stopped at. At iteration n, position t reads s < t through ('loop', min(n, exit_at[s]), l):
-    Huginn's "latest" rule. Prompt tokens but the last run all N iterations. Returns the new
-    tokens, their logits (n_new, vocab) and the iterations that predicted them."""
+    (nh, hs) for key ('pre', l), ('loop', n, l) or ('coda', l) of every iteration n it ran;
+    exit_at[s] is the iteration s stopped at. The first n_prefill positions (default: the prompt
+    but its last token) are the prompt's forward pass: they run all N iterations and read each
+    other at the same iteration n. A later position t reads s < t at iteration n through
+    ('loop', r, l), the budget's rule (engine.KVCache):
+
+        r = exit_at[s]            if kv_budget = k > 0 and n >= k
+        r = min(n, exit_at[s])    otherwise (Huginn's "latest" rule)
+
+    Returns the new tokens, their logits (n_new, vocab) and the iterations that predicted them."""
     cfg, N = model.config, model.n_loop
     C, nh = cfg.n_embd, cfg.n_head
     hs = C // nh
@@ -122,14 +129,17 @@ def reference_generate(model, prompt, n_new, rule):
         x = tr.wte.weight[token] + tr.wpe.weight[t]
         for i, b in enumerate(tr.prelude):
             x = block(b, x, ('pre', i), t, lambda s, i=i: kv[('pre', i)][s])
-        a = model.gates
-        h = a[0] * x
+        h = model.gate(0) * x
         logp = read_out(h, t).log_softmax(-1)
+
+        def r(n, s):
+            return exit_at[s] if kv_budget and n >= kv_budget and not full else min(n, exit_at[s])
+
         for n in range(1, N + 1):
             u = tr.inject(torch.cat((h, x))) if cfg.input_injection else h
             for i, b in enumerate(tr.h):
-                u = block(b, u, ('loop', n, i), t, lambda s, n=n, i=i: kv[('loop', min(n, exit_at[s]), i)][s])
-            h = h + a[n] * (u - h)
+                u = block(b, u, ('loop', n, i), t, lambda s, n=n, i=i: kv[('loop', r(n, s), i)][s])
+            h = h + model.gate(n) * (u - h)
             if cfg.loop_norm:
                 h = tr.ln_loop(h)
             logits = read_out(h, t)
@@ -142,10 +152,11 @@ def reference_generate(model, prompt, n_new, rule):
             logp = logp_n
 
     tokens, new_logits, loops = list(prompt), [], []
-    for t in range(len(prompt) - 1):
-        position(t, tokens[t], full=True)
-    for t in range(len(prompt) - 1, len(prompt) - 1 + n_new):
-        logits, n = position(t, tokens[t], full=False)
+    n_prefill = len(prompt) - 1 if n_prefill is None else n_prefill
+    for t in range(len(prompt) - 1 + n_new):
+        logits, n = position(t, tokens[t], full=t < n_prefill)
+        if t < len(prompt) - 1:
+            continue
         tokens.append(int(logits.argmax()))
         new_logits.append(logits)
         loops.append(n)
@@ -172,3 +183,163 @@ def test_exit_matches_a_slow_reference(kw, rule):
     # the case is not degenerate: tokens stop at several iterations, the rows differently
     assert len(loops.unique()) >= 2 and not all(torch.equal(loops[0], r) for r in loops)
     assert loops.min() >= rule.min_loops and loops.max() <= model.n_loop
+
+
+# -----------------------------------------------------------------------------
+# the bounded cache (kv_budget), teacher forcing, and the read-out's precision
+
+
+def same(a, b):
+    """generate_recording's outputs, (idx or (idx, loops), logits), equal bit for bit."""
+    (out_a, logits_a), (out_b, logits_b) = a, b
+    out_a, out_b = (out_a, out_b) if isinstance(out_a, tuple) else ((out_a,), (out_b,))
+    return all(torch.equal(x, y) for x, y in zip(out_a, out_b)) and torch.equal(logits_a, logits_b)
+
+
+@pytest.mark.parametrize('exit', [None, ExitRule(0.06)], ids=['no-exit', 'exit'])
+def test_budget_0_or_at_least_the_loop_count_is_the_full_cache(exit):
+    """kv_budget = 0 (the default) and any budget >= the iterations run keep a group per
+    iteration: the same tokens, logits and exits bit for bit; a smaller budget changes them."""
+    model = make_model(**WRAPPED)
+    full = generate_recording(model, PROMPT, 12, exit=exit)
+    assert same(generate_recording(model, PROMPT, 12, exit=exit, kv_budget=0), full)
+    for k in (3, 7):
+        assert same(generate_recording(model, PROMPT, 12, exit=exit, kv_budget=k), full)
+    assert not same(generate_recording(model, PROMPT, 12, exit=exit, kv_budget=1), full)
+
+
+def test_budget_bounds_the_cache():
+    model = make_model(**WRAPPED)  # 1 prelude + 1 coda slot, 2 layers per iteration, N = 3
+    for k, groups in ((0, 3), (1, 1), (2, 2), (3, 3), (9, 3)):
+        cache = KVCache(model, 5, 24, k)
+        assert cache.shape == (2 + 2 * groups, 5, 2, 24, 16)
+        assert cache.nbytes(torch.bfloat16) == 2 * 2 * math.prod(cache.shape)
+    model.n_loop = 6  # a test-time count adds groups only to the full cache
+    assert KVCache(model, 5, 24, 0).shape[0] == 2 + 2 * 6 and KVCache(model, 5, 24, 2).shape[0] == 2 + 2 * 2
+
+
+BUDGET_CASES = {  # model settings, test-time n_loop, exit rule (None: no exit)
+    'kl-prelude-coda-injection-norm': (WRAPPED, 3, ExitRule(0.06, min_loops=1, criterion='kl')),
+    'no-exit-5-of-3-loops': ({}, 5, None),
+    'entropy-min2-5-of-3-loops': (dict(sharpen=6.0), 5, ExitRule(0.5, min_loops=2, criterion='entropy')),
+}
+
+
+@pytest.mark.parametrize('k', [1, 2])
+@pytest.mark.parametrize('case', BUDGET_CASES)
+def test_budget_matches_a_slow_reference(case, k):
+    """kv_budget = k against the reference's explicit per-token, per-iteration keys and values,
+    read by the budget's rule: rows that exit at different iterations, a test-time n_loop above
+    the trained count, a prompt of several tokens (its forward pass keeps the full rule inside)."""
+    kw, n_loop, rule = BUDGET_CASES[case]
+    model = make_model(torch.float64, **kw)
+    model.n_loop = n_loop
+    prompt = torch.randint(64, (4, 4), generator=torch.Generator().manual_seed(2))
+    n_new = 12
+    with torch.no_grad():
+        out, logits = generate_recording(model, prompt, n_new, exit=rule, kv_budget=k)
+        out, loops = out if rule else (out, torch.full((4, n_new), n_loop))
+        for b in range(len(prompt)):
+            ref_rule, n_prefill = (rule, None) if rule else (ExitRule(float('-inf')), len(prompt[b]))
+            tokens, ref_logits, ref_loops = reference_generate(model, prompt[b].tolist(), n_new, ref_rule, k, n_prefill)
+            assert out[b, 4:].tolist() == tokens, b
+            assert loops[b].tolist() == ref_loops, b
+            torch.testing.assert_close(logits[:, b], ref_logits.float(), atol=1e-6, rtol=0)
+            # the budget's rule is not the full cache's: the reference tells them apart
+            if b == 0:
+                _, full_logits, _ = reference_generate(model, prompt[b].tolist(), n_new, ref_rule, 0, n_prefill)
+                assert (full_logits - ref_logits).abs().max() > 1e-3
+    if rule:
+        assert len(loops.unique()) >= 2 and not all(torch.equal(loops[0], r) for r in loops)
+
+
+@pytest.mark.parametrize('k', [0, 1])
+def test_teacher_forcing_follows_the_generation_path(k):
+    """teacher_forced on a sequence generate made predicts what generate predicted at each step,
+    with the iterations it spent: the prompt as one forward pass, every later token alone."""
+    model = make_model(**WRAPPED)
+    rule = ExitRule(0.06)
+    (out, loops), logits = generate_recording(model, PROMPT, 10, exit=rule, kv_budget=k)
+    forced, forced_loops = teacher_forced(model, out[:, :-1], n_prompt=PROMPT.size(1) - 1, exit=rule, kv_budget=k)
+    assert torch.equal(forced_loops, loops) and len(loops.unique()) >= 2
+    torch.testing.assert_close(forced, logits.transpose(0, 1), atol=1e-6, rtol=0)
+    # without exit: every position's prediction, the first alone included, as the model's forward
+    forced, forced_loops = teacher_forced(model, out)
+    assert (forced_loops == model.n_loop).all()
+    torch.testing.assert_close(forced, model(out, torch.zeros_like(out))[0], atol=1e-5, rtol=0)
+
+
+def test_exit_decides_on_fp32_read_outs_under_bf16_autocast():
+    """Under bf16 autocast the blocks run in bf16, but the read-out behind the exit rule (ln_f,
+    lm_head, the criterion) runs in fp32: one bf16 step of a logit near 10 is alone a KL of
+    ~5e-4. Recorded states h_n of a run that never stops, read out in fp32 and in bf16, give
+    each token's exit under a threshold: the engine's exits are the fp32 ones, on a case where
+    the bf16 read-out would exit elsewhere. One row per call, so that no stopped row changes
+    the batch and with it the rounding of the states."""
+    torch.manual_seed(0)
+    model = make_model(sharpen=30.0, vocab_size=512, n_loop=4)
+    states = []
+    hook = model.transformer.ln_f.register_forward_pre_hook(lambda m, args: states.append(args[0].detach()))
+    prompts = torch.randint(512, (24, 3), generator=torch.Generator().manual_seed(3))
+
+    def run(prompt, threshold):
+        states.clear()
+        cache = KVCache(model, 1, 24)
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            model(prompt[None, :-1], kv_cache=cache)
+            return step_with_exit(model, prompt[None, -1:], cache, ExitRule(threshold))
+
+    def exits(kls, threshold):  # the first n whose KL(p_n || p_n-1) is below the threshold, else N
+        return next((n for n, d in enumerate(kls, 1) if d < threshold), len(kls))
+
+    kl = {}  # precision -> (prompts, N) KL between successive read-outs of the recorded states
+    for prompt in prompts:
+        run(prompt, threshold=0.0)  # never stops: h_0 .. h_N, all recorded (the states of the 2nd call on)
+        hs = torch.cat(states[-(model.n_loop + 1):])  # (N + 1, 1, C), read outs of h_0 .. h_N
+        for name, ctx in (('fp32', torch.autocast('cpu', enabled=False)), ('bf16', torch.autocast('cpu', dtype=torch.bfloat16))):
+            with torch.no_grad(), ctx:
+                logp = model.lm_head(model.transformer.ln_f(hs.float() if name == 'fp32' else hs)).float().log_softmax(-1)
+            kl.setdefault(name, []).append((logp[1:].exp() * (logp[1:] - logp[:-1])).sum(-1).view(-1).clamp_min(0))
+    kl = {name: torch.stack(v) for name, v in kl.items()}
+    # a threshold at which the two precisions exit some token at different iterations
+    candidates = sorted(((a + b) / 2).item() for a, b in zip(kl['fp32'].flatten(), kl['bf16'].flatten()))
+    threshold, rows = max(((t, [i for i in range(len(prompts)) if exits(kl['fp32'][i], t) != exits(kl['bf16'][i], t)])
+                           for t in candidates), key=lambda tr: len(tr[1]))
+    assert rows, "no token whose exit the read-out's precision decides: the case shows nothing"
+    for i, prompt in enumerate(prompts):
+        logits, loops = run(prompt, threshold)
+        assert loops.item() == exits(kl['fp32'][i], threshold), i
+        assert logits.dtype == torch.float32
+    hook.remove()
+
+
+class HostSyncs(TorchDispatchMode):
+    """Counts the ops that make the host wait for the device: reading a value (.item(), bool()),
+    nonzero, and indexing with a boolean mask (whose result's size is data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        aten = torch.ops.aten
+        masked = func in (aten.index.Tensor, aten.index_put_.default, aten.index_put.default) and any(
+            i is not None and i.dtype == torch.bool for i in args[1])
+        if masked or func in (aten.nonzero.default, aten._local_scalar_dense.default, aten.masked_select.default):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('k', [0, 1])
+def test_the_exit_loop_waits_for_the_device_once_per_iteration(k):
+    """At most one host sync per iteration (the nonzero that says which rows still run), so that
+    on a GPU the exit saves time as well as iterations."""
+    model = make_model(**WRAPPED)
+    prompt = torch.randint(64, (6, 3), generator=torch.Generator().manual_seed(5))
+    cache = KVCache(model, 6, 24, k)
+    with torch.no_grad():
+        model(prompt[:, :-1], kv_cache=cache)
+        with HostSyncs() as syncs:
+            _, loops = step_with_exit(model, prompt[:, -1:], cache, ExitRule(0.06))
+    assert len(loops.unique()) >= 2  # rows stop at different iterations
+    assert 1 <= syncs.count <= loops.max().item()
