@@ -10,7 +10,7 @@ exit rule and its KV rule for stopped tokens.
     python adaptive_depth.py --out_dir=results/exit # what is committed
 
 The studies train their models with experiments.py (one subprocess each, reusing finished
-runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in STUDIES), then evaluate:
+runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in studies.py), then evaluate:
 
     stdlib      experiments.py --recurrent=2x2: 2⊗2 on stdlib, loop counts drawn in training
                 (mean 2) and fixed
@@ -32,18 +32,17 @@ Writes out_dir/results.json ({"runs": {NAME: {"trained_n_loop", "fixed": [...], 
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
-from dataformat import DataError, answer_groups, fixed_windows, load_meta
-from engine import ExitRule, teacher_forced as predict
+from dataformat import DataError
+from engine import ExitRule
+from studies import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
@@ -62,55 +61,17 @@ run_experiments = True                   # False: measure the runs already in ru
 threads = 0                              # torch threads for the evaluation; 0: torch's default
 # -----------------------------------------------------------------------------
 
-# name: (DIR under runs_root, experiments.py arguments, dataset, the runs to evaluate); the DIRs
-# are those of the committed results/ of the same experiments.py commands
-STUDIES = {
-    'stdlib': ('depth', ['--recurrent=2x2'], 'stdlib', ['loop2x2-poisson', 'loop2x2']),
-    'hops': ('depth-hops', ['--recurrent=1x2', '--dataset=hops'], 'hops', ['loop1x2-poisson', 'loop1x2']),
-    'deep': ('depth-norm', ['--recurrent=2x6', '--bptt_loops=3', '--loop_norm=True'], 'stdlib',
-             ['loop2x6-poisson-inject-bptt3-norm', 'loop2x6-norm']),
-    'deep-hops': ('depth-norm-hops', ['--recurrent=1x6', '--dataset=hops', '--bptt_loops=3', '--loop_norm=True'],
-                  'hops', ['loop1x6-poisson-inject-bptt3-norm', 'loop1x6-norm']),
+# the runs of each study (studies.STUDIES) to evaluate
+RUNS = {
+    'stdlib': ['loop2x2-poisson', 'loop2x2'],
+    'hops': ['loop1x2-poisson', 'loop1x2'],
+    'deep': ['loop2x6-poisson-inject-bptt3-norm', 'loop2x6-norm'],
+    'deep-hops': ['loop1x6-poisson-inject-bptt3-norm', 'loop1x6-norm'],
 }
-SEEDS = (1337, 1338)  # experiments.py's two seeds
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class RunError(Exception):
-    """experiments.py failed or left no checkpoint; the message says where to look."""
 
 
 # -----------------------------------------------------------------------------
 # the measurement: generation's path, teacher-forced
-
-
-@torch.no_grad()
-def teacher_forced(model, batches, groups=None, exit=None):
-    """Every target of the windows predicted as generation predicts it (engine.teacher_forced):
-    one token at a time through the KV cache, running model.n_loop iterations, or with exit
-    (an ExitRule) each token as many as the rule gives it. batches: (x, y) int64 numpy (B, T),
-    y = -1 where there is no loss (off the answers). Returns the val loss and the mean
-    iterations per scored target (and per token of any kind), and with answer groups (hops:
-    by hop count) the accuracy and mean iterations of each group."""
-    steps = {'loss': [], 'loops': [], 'correct': [], 'target': []}
-    for x, y in batches:
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
-        logits, loops = predict(model, x, exit=exit)  # (B, T, V), (B, T)
-        steps['loss'].append(F.cross_entropy(logits.flatten(0, 1), y.clamp_min(0).flatten(), reduction='none'))
-        steps['loops'].append(loops.flatten())
-        steps['correct'].append((logits.argmax(-1) == y).flatten())
-        steps['target'].append(y.flatten())
-    loss, loops, correct, target = (torch.cat(v) for v in steps.values())  # (tokens,), window by window
-    scored = target >= 0
-    out = dict(val_loss=loss[scored].mean().item(), mean_iterations=loops[scored].float().mean().item(),
-               mean_iterations_all=loops.float().mean().item())
-    if groups is not None:  # each entry's position in its window, and so its answer group
-        group = torch.from_numpy(groups).repeat(len(loss) // len(groups))
-        ids = range(int(groups.max()) + 1)
-        out['accuracy'] = correct[scored].float().mean().item()
-        out['accuracy_by'] = [correct[group == g].float().mean().item() for g in ids]
-        out['iterations_by'] = [loops[group == g].float().mean().item() for g in ids]
-    return out
 
 
 def frontier(model, batches, groups, c):
@@ -119,10 +80,10 @@ def frontier(model, batches, groups, c):
     fixed = []
     for n in range(1, 2 * N + 1):
         model.n_loop = n
-        fixed.append(dict(n_loop=n, **teacher_forced(model, batches, groups)))
+        fixed.append(dict(n_loop=n, **generation_scores(model, batches, groups)))
     model.n_loop = N
     adaptive = [dict(criterion=criterion, threshold=t,
-                     **teacher_forced(model, batches, groups, ExitRule(t, min_loops=1, criterion=criterion)))
+                     **generation_scores(model, batches, groups, ExitRule(t, min_loops=1, criterion=criterion)))
                 for criterion in ('kl', 'entropy') for t in thresholds(c[f'{criterion}_thresholds'])]
     return dict(trained_n_loop=N, fixed=fixed, adaptive=adaptive)
 
@@ -141,32 +102,15 @@ def thresholds(text):
 # the studies: train (experiments.py), then measure
 
 
-def train(name, c):
-    """Run experiments.py for a study (it reuses finished runs); returns the runs directory."""
-    folder, args, _, _ = STUDIES[name]
-    runs_dir = os.path.join(c['runs_root'], f'{folder}-runs')
-    cmd = [sys.executable, os.path.join(HERE, 'experiments.py'), *args, f"--data_dir={c['data_dir']}",
-           f"--out_dir={os.path.join(c['runs_root'], folder)}", f'--runs_dir={runs_dir}',
-           *shlex.split(c['experiment_args'])]
-    if not c['run_experiments']:
-        return runs_dir
-    print('$ ' + ' '.join(shlex.quote(a) for a in cmd[1:]), flush=True)
-    if subprocess.run(cmd).returncode != 0:
-        raise RunError(f"experiments.py failed for the {name} study (its error is above): fix it and run this again.")
-    return runs_dir
-
-
 def measure(name, runs_dir, c):
     """{NAME: frontier} for every run and seed of a study."""
-    _, _, dataset, run_names = STUDIES[name]
-    path = os.path.join(c['data_dir'], dataset)
+    dataset = STUDIES[name][2]
     results = {}
-    for run in run_names:
+    for run in RUNS[name]:
         for seed in SEEDS:
-            model = model_from_checkpoint(load_checkpoint(os.path.join(runs_dir, f'{run}-s{seed}'), 'last')).eval()
-            block_size = model.config.block_size
-            batches = fixed_windows(path, 'val', c['eval_tokens'], c['batch_size'], block_size)
-            groups, names = answer_groups(load_meta(path), block_size)
+            model = load_run(runs_dir, run, seed)
+            batches, groups, names = eval_windows(c['data_dir'], dataset, c['eval_tokens'], c['batch_size'],
+                                                  model.config.block_size)
             t0 = time.time()
             res = dict(study=name, dataset=dataset, run=run, seed=seed, **frontier(model, batches, groups, c))
             if names:
@@ -188,7 +132,8 @@ def main(c):
     t0 = time.time()
     results, info = earlier(c, names)
     for name in names:
-        results.update(measure(name, train(name, c), c))
+        runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
+        results.update(measure(name, runs_dir, c))
     command = ' '.join(['python adaptive_depth.py'] + [shlex.quote(a) for a in sys.argv[1:]])
     info['commands'].append(dict(command=command, studies=names, wall_s=time.time() - t0,
                                  machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "

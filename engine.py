@@ -268,15 +268,16 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 
 
 @torch.no_grad()
-def teacher_forced(model, idx, n_prompt=0, exit=None, kv_budget=0):
+def teacher_forced(model, idx, n_prompt=0, exit=None, kv_budget=0, kv_cache=None):
     """The predictions generation would make after each token of idx (B, T), T <= block_size,
     were idx what it generated: idx[:, :n_prompt] runs as a prompt (one forward pass through
     the cache), every later token one at a time through the cache, with the exit rule if
     given. Returns the logits (B, T - n_prompt, V) in fp32, the predictions after tokens
-    n_prompt .. T-1, and the iterations each ran (B, T - n_prompt)."""
+    n_prompt .. T-1, and the iterations each ran (B, T - n_prompt). kv_cache: an empty cache
+    to use instead of KVCache(model, B, T, kv_budget)."""
     check_exit(model, exit)
     B, T = idx.shape
-    cache = KVCache(model, B, T, kv_budget)
+    cache = kv_cache if kv_cache is not None else KVCache(model, B, T, kv_budget)
     if n_prompt:
         model(idx[:, :n_prompt], kv_cache=cache)
     logits, loops = [], []

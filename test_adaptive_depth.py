@@ -1,4 +1,4 @@
-"""adaptive_depth.py: the teacher-forced generation path, its per-group bookkeeping, the report."""
+"""adaptive_depth.py and studies.py: the teacher-forced generation path, its per-group bookkeeping, the report."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ import adaptive_depth
 from configurator import ConfigError
 from engine import ExitRule
 from model import GPTConfig, LoopGPT
+from studies import generation_scores
 
 
 def tiny_loop(**kw):
@@ -39,7 +40,7 @@ def test_fixed_counts_are_the_parallel_forward():
         model.n_loop = n
         with torch.no_grad():
             parallel = np.mean([model(torch.from_numpy(x), torch.from_numpy(y))[1].item() for x, y in data])
-        res = adaptive_depth.teacher_forced(model, data)
+        res = generation_scores(model, data)
         assert res['val_loss'] == pytest.approx(parallel, abs=1e-5)
         assert res['mean_iterations'] == res['mean_iterations_all'] == n
 
@@ -51,7 +52,7 @@ def test_groups_count_answers_only():
     groups = np.full(12, -1)
     groups[[3, 7]], groups[10] = 0, 1
     data = batches(mask=groups < 0)
-    res = adaptive_depth.teacher_forced(model, data, groups)
+    res = generation_scores(model, data, groups)
     hits, terms = {0: [], 1: []}, []
     with torch.no_grad():
         for x, y in data:
@@ -65,9 +66,9 @@ def test_groups_count_answers_only():
     assert res['accuracy'] == pytest.approx(np.mean(hits[0] + hits[1]))
     assert res['iterations_by'] == [2, 2] and res['mean_iterations'] == 2
     # with exit, stopping everything after one iteration: the loss of the one-iteration loop
-    early = adaptive_depth.teacher_forced(model, data, groups, ExitRule(1e9))
+    early = generation_scores(model, data, groups, ExitRule(1e9))
     model.n_loop = 1
-    assert early['val_loss'] == pytest.approx(adaptive_depth.teacher_forced(model, data, groups)['val_loss'], abs=1e-6)
+    assert early['val_loss'] == pytest.approx(generation_scores(model, data, groups)['val_loss'], abs=1e-6)
     assert early['iterations_by'] == [1, 1] and early['mean_iterations_all'] == 1
 
 
