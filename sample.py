@@ -27,19 +27,16 @@ step_with_exit in engine.py). The mean iterations per generated token go to stde
 """
 
 import os
-import shlex
 import sys
 import time
 
 import torch
 
-from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
-                        device_type_of, load_checkpoint, model_from_checkpoint)
+from checkpoint import (DTYPES, HF_NAMES, CheckpointError, autocast_context, default_device, default_dtype,
+                        device_type_of, load_model, load_tokenizer, set_n_loop)
 from configurator import ConfigError, answer_help, config_keys, configure
-from dataformat import DataError, load_meta
 from engine import ExitRule, KVCache, generate
-from model import GPT, LoopGPT
-from tokenizer import get_tokenizer
+from model import LoopGPT
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
     answer_help(__file__, sys.argv[1:])
@@ -66,9 +63,6 @@ device = default_device()        # 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = default_dtype(device)    # 'float32', 'bfloat16' or 'float16' (autocast)
 compile = False          # torch.compile the forward pass: pays off for long generations only
 # -----------------------------------------------------------------------------
-
-HF_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
-
 
 class SampleError(Exception):
     """A mistake the user can fix; main() prints it as one line."""
@@ -126,121 +120,6 @@ def check_config(c):
     return None
 
 
-def load_model(init_from, out_dir, which='best', device='cpu'):
-    """(model, meta, where): the model in eval mode on device, the dataset meta that names
-    its tokenizer, and a description of where it came from."""
-    if init_from != 'resume':
-        try:
-            model = GPT.from_pretrained(init_from, dict(dropout=0.0))
-        except ImportError as e:
-            raise SampleError(e) from None
-        except Exception as e:  # OSError from the hub when offline, or a bad directory
-            raise SampleError(
-                f"cannot load GPT-2 weights {init_from!r} ({type(e).__name__}): Hugging Face downloads them "
-                f"on first use, so run once with network access, or pass a local directory written by "
-                f"save_pretrained.") from None
-        return model.to(device).eval(), {'tokenizer': 'gpt2'}, f"Hugging Face {init_from}"
-    path = checkpoint_file(out_dir, which)
-    runs = runs_beside(out_dir, which) if path is None else []
-    if runs:  # else load_checkpoint says how to train one
-        raise SampleError(no_checkpoint_here(out_dir, which, runs))
-    if path is not None and which == 'best' and os.path.basename(path) == 'last.pt':
-        print(f"note: {out_dir} has no best.pt, using last.pt", file=sys.stderr)
-        which = 'last'
-    try:
-        # to the CPU: the optimizer state (twice the weights) never needs the GPU; only the model goes there
-        checkpoint = load_checkpoint(out_dir, which, 'cpu')
-        model = model_from_checkpoint(checkpoint)
-    except CheckpointError as e:
-        raise SampleError(e) from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # unknown model_type, mismatched weights
-        raise SampleError(f"{out_dir}/{which}.pt does not hold a model this model.py can build "
-                          f"({type(e).__name__}): sample it with the loopgpt version that trained it.") from None
-    meta = checkpoint.get('meta') or checkpoint_data_meta(checkpoint, out_dir)
-    where = f"{out_dir}/{which}.pt (iter {checkpoint.get('iter_num', '?')})"
-    return model.to(device).eval(), meta, where
-
-
-def checkpoint_file(out_dir, which):
-    """The checkpoint to sample in out_dir: which.pt, or last.pt where 'best' is asked for and
-    the run has no best.pt; None if neither is there."""
-    for name in [which] + ['last'] * (which == 'best'):
-        path = os.path.join(out_dir, f'{name}.pt')
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def runs_beside(out_dir, which):
-    """The checkpoints to sample in the training runs beside out_dir (its sibling folders),
-    newest first: [(path, iteration)]. The iteration comes from the checkpoint loaded with
-    mmap, which reads its small pickle and leaves the weights (perhaps GBs) on disk; and
-    weights_only, since these are files the user did not name."""
-    parent = os.path.dirname(os.path.normpath(out_dir))
-    try:
-        names = sorted(os.listdir(parent or '.'))
-    except OSError:
-        return []
-    paths = [p for p in (checkpoint_file(os.path.join(parent, name), which) for name in names) if p]
-    runs = []
-    for path in sorted(paths, key=os.path.getmtime, reverse=True):
-        try:
-            it = torch.load(path, map_location='cpu', mmap=True, weights_only=True).get('iter_num', '?')
-        except Exception:  # damaged, or not a checkpoint of this repo
-            it = '?'
-        runs.append((path, it))
-    return runs
-
-
-def no_checkpoint_here(out_dir, which, runs, most=5):
-    """The error for an out_dir without a checkpoint: the runs beside it that have one, and the
-    command that samples the newest (never sampled silently: it may be another experiment)."""
-    lines = [f"no checkpoint in {out_dir} ({'best.pt or last.pt' if which == 'best' else 'last.pt'}). "
-             f"Training runs beside it that have one, newest first:"]
-    for path, it in runs[:most]:
-        when = time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(path)))
-        lines.append(f"  {path}  iter {it}, written {when}")
-    if len(runs) > most:
-        lines.append(f"  ... and {len(runs) - most} more")
-    command = ['python', 'sample.py', f'--out_dir={os.path.dirname(runs[0][0])}'] + ['--ckpt=last'] * (which == 'last')
-    lines.append(f"To sample from the newest: {shlex.join(command)}")
-    return '\n'.join(lines)
-
-
-def checkpoint_data_meta(checkpoint, out_dir):
-    """Older checkpoints lack 'meta': read the meta.json of the dataset they were trained on."""
-    config = checkpoint.get('config') or {}
-    if 'dataset' not in config:
-        raise SampleError(f"{out_dir} names no tokenizer (its checkpoint has neither meta nor dataset): "
-                          f"retrain it with this repo's train.py.")
-    try:
-        return load_meta(os.path.join(config.get('data_dir', 'data'), config['dataset']))
-    except DataError as e:
-        raise SampleError(f"the checkpoint has no tokenizer info, and its dataset's: {e}") from None
-
-
-def set_n_loop(model, n_loop):
-    """Run a LoopGPT for n_loop iterations (None: as trained). Returns the trained count."""
-    trained = model.config.n_loop
-    if n_loop is not None:
-        if not isinstance(model, LoopGPT):
-            raise SampleError(f"n_loop={n_loop} needs a LoopGPT, but this model is a plain GPT, which does not "
-                              f"loop: drop --n_loop.")
-        model.n_loop = n_loop
-    return trained
-
-
-def load_tokenizer(meta, model):
-    try:
-        tok = get_tokenizer(meta.get('tokenizer'))
-    except DataError as e:
-        raise SampleError(e) from None
-    if tok.vocab_size > model.config.vocab_size:
-        raise SampleError(f"the tokenizer {meta.get('tokenizer')!r} has {tok.vocab_size} tokens but the model "
-                          f"only {model.config.vocab_size}: the checkpoint's meta names the wrong tokenizer.")
-    return tok
-
-
 def exit_rule(model, c):
     """The ExitRule of exit_threshold and co, or None when it is off (0)."""
     if c['exit_threshold'] == 0:
@@ -287,7 +166,7 @@ def main(argv):
         trained = set_n_loop(model, c['n_loop'])
         exit = exit_rule(model, c)
         prompt = read_prompt(c['start'], tok)
-    except SampleError as e:
+    except (SampleError, CheckpointError) as e:
         die(e)
     loops = f", n_loop {model.n_loop} (trained with {trained})" if isinstance(model, LoopGPT) else ''
     print(f"{where}: {type(model).__name__}, {model.get_num_params() / 1e6:.2f}M parameters{loops}, "

@@ -21,7 +21,7 @@ import torch
 
 import engine
 import sample
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from engine import KVCache, generate, sample_next
 from model import GPT, GPTConfig, LoopGPT
 
@@ -337,7 +337,7 @@ def test_checkpoint_without_meta_reads_its_dataset_meta(loop_run, tmp_path):
     assert meta['tokenizer'] == 'bytes' and meta['source'] == 'test'
     checkpoint['config'] = {}
     save_checkpoint(checkpoint, str(tmp_path / 'last.pt'))
-    with pytest.raises(sample.SampleError, match='names no tokenizer'):
+    with pytest.raises(CheckpointError, match='names no tokenizer'):
         sample.load_model('resume', str(tmp_path), 'last')
 
 
@@ -425,7 +425,7 @@ def test_hf_directory_loads_with_the_gpt2_tokenizer(tmp_path, monkeypatch):
     assert isinstance(model, GPT) and not model.training and meta == {'tokenizer': 'gpt2'}
     idx = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(model(idx)[0][0, -1], hf.eval()(idx).logits[0, -1], atol=1e-4, rtol=0)
-    with pytest.raises(sample.SampleError, match='plain GPT'):
+    with pytest.raises(CheckpointError, match='plain GPT'):
         sample.set_n_loop(model, 2)
     # offline without tiktoken's cached BPE files: say how to provide them
     import tiktoken
@@ -433,7 +433,7 @@ def test_hf_directory_loads_with_the_gpt2_tokenizer(tmp_path, monkeypatch):
     def offline(name):
         raise ConnectionError('no network')
     monkeypatch.setattr(tiktoken, 'get_encoding', offline)
-    with pytest.raises(sample.SampleError, match='TIKTOKEN_CACHE_DIR'):
+    with pytest.raises(CheckpointError, match='TIKTOKEN_CACHE_DIR'):
         sample.load_tokenizer(meta, model)
 
 
