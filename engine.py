@@ -7,6 +7,7 @@ between gpt.py and engine.py).
     from engine import ExitRule, generate
     idx = generate(model, idx, max_new_tokens=100, temperature=0.8, top_k=200)
     idx, loops = generate(model, idx, 100, exit=ExitRule(5e-4), kv_budget=1)
+    for tokens, loops in stream(model, idx, 100): ...       # the same, one step at a time
 
 Shapes in comments: B batch, T sequence length, C n_embd, nh heads, hs head size, V vocab.
 """
@@ -243,13 +244,23 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     on its own (step_with_exit). The prompt but its last token runs all n_loop iterations.
     Returns (idx, loops) then: loops (B, max_new_tokens) the iterations that predicted
     each new token (all n_loop of them where the sliding window is re-run)."""
+    steps = list(stream(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, exit, kv_budget))
+    idx = torch.cat([idx] + [t for t, _ in steps], dim=1)
+    return idx if exit is None else (idx, torch.stack([n for _, n in steps], dim=1))
+
+
+@torch.no_grad()
+def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, exit=None,
+           kv_budget=0):
+    """generate, one step at a time: yields (the new tokens (B, 1), the iterations that predicted
+    them (B,)), so that a caller can stop early (eval.py stops at a task's stop strings)."""
     check_exit(model, exit, use_cache)
     block_size = model.config.block_size
-    cache, loops = None, []
+    cache = None
     for _ in range(max_new_tokens):
+        loops = torch.full((idx.size(0),), model.n_loop, device=idx.device)
         if not use_cache or idx.size(1) > block_size:
             logits, _ = model(idx[:, -block_size:])
-            loops.append(torch.full((idx.size(0),), model.n_loop, device=idx.device))
         else:
             if cache is None:
                 cache = KVCache(model, idx.size(0), block_size, kv_budget)
@@ -259,12 +270,11 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
             else:
                 if new.size(1) > 1:
                     model(new[:, :-1], kv_cache=cache)
-                logits, used = step_with_exit(model, new[:, -1:], cache, exit)
-                loops.append(used)
+                logits, loops = step_with_exit(model, new[:, -1:], cache, exit)
         # in fp32: under autocast the logits are bf16, too coarse for top-p's sums and argmax's ties
         idx_next = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p)
         idx = torch.cat((idx, idx_next), dim=1)
-    return idx if exit is None else (idx, torch.stack(loops, dim=1))
+        yield idx_next, loops
 
 
 @torch.no_grad()

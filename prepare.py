@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 import hops
+import nextline
 from dataformat import DATA_DIR, SPLITS, DataError, incomplete
 from tokenizer import ByteTokenizer, TiktokenTokenizer, get_tokenizer
 
@@ -310,6 +311,18 @@ PREPARE = {"stdlib": prepare_stdlib, "text": prepare_text, "openwebtext": prepar
            "hops": prepare_hops}
 
 
+def write_stdlib_task(args, out_dir):
+    """eval.py's offline benchmark (nextline.py), from the val files, into out_dir/tasks/."""
+    _, val = split_files(stdlib_files()[1], args.val_fraction, args.seed)
+    texts = []
+    for path in val:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    n = nextline.write_task(os.path.join(out_dir, "tasks"), texts)
+    print(f"wrote {out_dir}/tasks/{nextline.TASK}.yaml: {n} questions from the {len(val)} val files, "
+          f"for python eval.py --tasks={nextline.TASK}")
+
+
 def stdlib_files():
     """The .py files of the running Python's standard library, sorted; no tests, no installed packages."""
     root = sysconfig.get_paths()["stdlib"]
@@ -486,6 +499,8 @@ def run(argv=None, tokenizer=None):
     if meta is not None:
         print(f"{out_dir} is already prepared ({meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens); "
               "pass --force to rebuild")
+        if args.dataset == "stdlib":
+            write_stdlib_task(args, out_dir)
         return meta
     tok = tok or get_tokenizer(args.tokenizer)
     os.makedirs(out_dir, exist_ok=True)
@@ -498,6 +513,8 @@ def run(argv=None, tokenizer=None):
     n = meta["train_tokens"] + meta["val_tokens"]
     print(f"wrote {out_dir}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
           f"({meta['tokenizer']}, {meta['dtype']}) in {dt:.1f} s, {n / dt / 1e6:.2f}M tokens/s end to end")
+    if args.dataset == "stdlib":
+        write_stdlib_task(args, out_dir)
     return meta
 
 
