@@ -9,13 +9,17 @@ offline the way a GPT-2 is evaluated on HellaSwag:
 A question is the code before a line; the choices are that line and three lines of the other
 held-out files, re-indented as the true line is, so that the indentation gives nothing away.
 Scoring as lm-eval does for every multiple-choice task: acc, the choice with the highest
-log-likelihood; acc_norm, per byte of the choice. Chance is 0.25. An example (context cut):
+log-likelihood; acc_norm, per byte of the choice. Chance is 0.25. The second question on
+Python 3.11.7 (http/cookiejar.py; the context is cut here, the 20 spaces of indent too):
 
-    context:  "...        if not self._closed:\\n            self._closed = True\\n"
-    choices:  "            self._writer.close()"                        (the true next line)
-              "            return '%s(%r)' % (self.__class__.__name__, self._path)"
-              "            raise ValueError('invalid mode: %r' % mode)"
-              "            for name in sorted(names):"
+    context:  "...# cookies.txt regards 'Set-Cookie: foo' as a cookie\n
+               ...# with no name, whereas http.cookiejar regards it as a\n
+               ...# cookie with no value.\n
+               ...name = value\n"
+    choices:  "...if aslist and not aslist[-1].strip():"
+              "...class StreamReader(Codec,codecs.StreamReader):"
+              "...def encode(self, input, final=False):"
+              "...value = None"                                 (the true next line)
 
 The questions are drawn with a seeded generator from the files in a fixed order: the same
 Python gives the same task.

@@ -95,6 +95,8 @@ HELP = {
     'experiments.py': (['--quick', '-h'], ["pairs = '1x2,2x2'", 'n_seeds = 2', '# the grid']),
     'gpu_check.py': (['--help'], ['steps = 30', "config = 'configs/loop6.py'", 'cache_tokens = 64']),
     'adaptive_depth.py': (['--studies=hops', '-h'], ["studies = 'stdlib,hops,deep,deep-hops'", 'batch_size = 64']),
+    'kv_budget.py': (['--help'], ["budgets = '1,2,3'", 'exit_threshold = 0.01']),
+    'eval.py': (['--tasks=hellaswag', '--help'], ["tasks = ''", "n_loop = ''", 'rolling_stride = 0']),
 }
 
 

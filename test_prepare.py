@@ -45,8 +45,10 @@ def tokens(out_dir, split, meta):
 
 
 def contents(out_dir):
-    """Every file in out_dir, name -> bytes (to compare runs byte for byte)."""
-    return {n: pathlib.Path(out_dir, n).read_bytes() for n in sorted(os.listdir(out_dir))}
+    """Every file under out_dir, relative name -> bytes (to compare runs byte for byte), but the
+    task YAML, which names its data file by its absolute path."""
+    return {str(p.relative_to(out_dir)): p.read_bytes() for p in sorted(pathlib.Path(out_dir).rglob("*"))
+            if p.is_file() and p.suffix != ".yaml"}
 
 
 def split_on(ids, eot):
@@ -77,7 +79,9 @@ def assert_meta_matches_files(out_dir, meta):
     for split in SPLITS:
         size = os.path.getsize(os.path.join(out_dir, f"{split}.bin"))
         assert size == meta[f"{split}_tokens"] * np.dtype(meta["dtype"]).itemsize > 0
-    assert set(os.listdir(out_dir)) == {"train.bin", "val.bin", "meta.json"}  # no tmp files, no scratch dirs
+    # no tmp files, no scratch dirs; stdlib also has eval.py's task
+    assert set(os.listdir(out_dir)) - {"tasks"} == {"train.bin", "val.bin", "meta.json"}
+    assert ("tasks" in os.listdir(out_dir)) == (meta["settings"]["dataset"] == "stdlib")
 
 
 # -----------------------------------------------------------------------------
@@ -217,6 +221,22 @@ def test_stdlib_round_trip_and_deterministic(tmp_path):
         assert tokens(out, split, meta).astype(np.uint8).tobytes() == b"".join(pathlib.Path(p).read_bytes() for p in paths)
     prep(tmp_path, "stdlib", "--out_name", "again")  # the split and the files do not change between runs
     assert contents(tmp_path / "data" / "again") == contents(out)
+    # eval.py's task (nextline.py) from the val files: each question's true line follows its context there
+    yaml = (out / "tasks" / "stdlib_next_line.yaml").read_text()
+    assert json.dumps(str(out / "tasks" / "stdlib_next_line.jsonl")) in yaml and 'target_delimiter: ""' in yaml
+    questions = [json.loads(line) for line in (out / "tasks" / "stdlib_next_line.jsonl").read_text().splitlines()]
+    texts = [pathlib.Path(p).read_text(encoding="utf-8", errors="replace") for p in val]
+    assert len(questions) == 400 and {q["label"] for q in questions} == {0, 1, 2, 3}
+    for q in questions:
+        f, i = q["source"]
+        lines = texts[f].split("\n")
+        true = q["choices"][q["label"]]
+        assert true == lines[i] and ("\n".join(lines[:i]) + "\n").endswith(q["context"])
+        assert len(set(q["choices"])) == 4 and 0 < len(q["context"]) <= 240
+        indent = true[:len(true) - len(true.lstrip())]
+        others = {line.strip() for g, text in enumerate(texts) if g != f for line in text.split("\n")}
+        for c in q["choices"]:  # distractors: lines of the other files, indented as the true line
+            assert c.startswith(indent) and (c == true or c.strip() in others)
 
 
 def test_split_files_is_seeded():
