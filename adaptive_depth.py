@@ -42,7 +42,8 @@ from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
 from engine import ExitRule
-from studies import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
+from studies import (SEEDS, STUDIES, RunError, by_study, eval_windows, generation_scores, load_run, plot_studies,
+                     train_study)
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
@@ -225,26 +226,16 @@ def report(info, results):
              f"iterations; 'kl < t' and 'entropy < t' stop each token once KL(p_n ‖ p_(n-1)) or H(p_n) < t (at most N "
              f"iterations; stopped tokens show later ones their last keys and values). Iterations per token: per "
              f"scored target. * = the trained count N. ± is half the range over the seeds."]
-    for study in dict.fromkeys(r['study'] for r in results.values()):
-        args = ' '.join(STUDIES[study][1])
-        parts.append(f"## {study} (experiments.py {args})")
-        for run in dict.fromkeys(r['run'] for r in results.values() if r['study'] == study):
-            parts.append(run_table(results, study, run))
+    for study, runs in by_study(results).items():
+        parts.append(f"## {study} (experiments.py {' '.join(STUDIES[study][1])})")
+        parts += [run_table(results, study, run) for run in runs]
     return '\n\n'.join(parts) + '\n'
 
 
 def plot(path, results):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plot skipped: matplotlib is not installed (pip install matplotlib)")
-        return
-    studies = list(dict.fromkeys(r['study'] for r in results.values()))
-    fig, axes = plt.subplots(1, len(studies), figsize=(5.5 * len(studies), 4.2), squeeze=False)
-    for ax, study in zip(axes[0], studies):
-        for i, run in enumerate(dict.fromkeys(r['run'] for r in results.values() if r['study'] == study)):
+    """Val loss against the mean iterations per token, fixed counts and exit, one panel per study."""
+    def draw(ax, study, runs):
+        for i, run in enumerate(runs):
             rows, _ = points(results, study, run)
             for kind, style in (('fixed', 'o-'), ('kl', '^--'), ('entropy', 's:')):
                 ps = [ps for label, ps in rows if label.startswith(kind)]
@@ -252,11 +243,8 @@ def plot(path, results):
                 y = [np.mean([p['val_loss'] for p in q]) for q in ps]
                 ax.plot(x, y, style, color=f'C{i}', ms=4, label=f'{run}: {kind}')
         ax.set(xlabel='loop iterations per token (mean)', ylabel='val loss (generation path)', title=study)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+    plot_studies(path, results, draw)
 
 
 if __name__ == '__main__':

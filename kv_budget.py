@@ -35,7 +35,8 @@ from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
 from engine import ExitRule, KVCache
-from studies import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
+from studies import (SEEDS, STUDIES, RunError, by_study, eval_windows, generation_scores, load_run, plot_studies,
+                     train_study)
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
@@ -187,26 +188,16 @@ def report(info, results):
              f"accuracy) minus the full cache's at the same n_loop and exit, per seed in brackets. Exit: each token "
              f"stops once KL(p_n ‖ p_(n-1)) < the threshold (at most n_loop iterations). * = the trained count N. "
              f"Memory: loop groups × n_layer slots (plus the prelude's and coda's) of keys and values."]
-    for study in dict.fromkeys(r['study'] for r in results.values()):
+    for study, runs in by_study(results).items():
         parts.append(f"## {study} (experiments.py {' '.join(STUDIES[study][1])})")
-        for run in dict.fromkeys(r['run'] for r in results.values() if r['study'] == study):
-            parts.append(run_table(results, study, run, info['exit_threshold']))
+        parts += [run_table(results, study, run, info['exit_threshold']) for run in runs]
     return '\n\n'.join(parts) + '\n'
 
 
 def plot(path, results):
     """Δ val loss against the loop groups kept, at N and at the larger counts, one panel per study."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plot skipped: matplotlib is not installed (pip install matplotlib)")
-        return
-    studies = list(dict.fromkeys(r['study'] for r in results.values()))
-    fig, axes = plt.subplots(1, len(studies), figsize=(5.5 * len(studies), 4.2), squeeze=False)
-    for ax, study in zip(axes[0], studies):
-        for i, run in enumerate(dict.fromkeys(r['run'] for r in results.values() if r['study'] == study)):
+    def draw(ax, study, runs):
+        for i, run in enumerate(runs):
             seeds = seeds_of(results, study, run)
             N = seeds[0]['trained_n_loop']
             for j, n in enumerate(sorted({p['n_loop'] for p in seeds[0]['points']})):
@@ -223,11 +214,8 @@ def plot(path, results):
         ax.axhline(WITHIN, color='gray', lw=0.8, ls='--')
         ax.set(xscale='log', xlabel='loop groups kept (the full cache: n)', ylabel='Δ val loss vs the full cache',
                title=study)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+    plot_studies(path, results, draw)
 
 
 def main(c):

@@ -91,3 +91,34 @@ def generation_scores(model, batches, groups=None, exit=None, kv_budget=0, cache
         out['accuracy_by'] = [correct[group == g].float().mean().item() for g in ids]
         out['iterations_by'] = [loops[group == g].float().mean().item() for g in ids]
     return out
+
+
+def by_study(results):
+    """{study: [its runs]} of results ({name: {'study', 'run', ...}}), in their order."""
+    out = {}
+    for r in results.values():
+        out.setdefault(r['study'], [])
+        if r['run'] not in out[r['study']]:
+            out[r['study']].append(r['run'])
+    return out
+
+
+def plot_studies(path, results, draw):
+    """A figure with one panel per study of results, drawn by draw(ax, study, its runs), saved to
+    path; skipped, saying so, without matplotlib (which only the plots need)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"{os.path.basename(path)} skipped: matplotlib is not installed (pip install matplotlib)")
+        return
+    studies = by_study(results)
+    fig, axes = plt.subplots(1, len(studies), figsize=(5.5 * len(studies), 4.2), squeeze=False)
+    for ax, (study, runs) in zip(axes[0], studies.items()):
+        draw(ax, study, runs)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
