@@ -137,8 +137,9 @@ def run_table(results, study, run, exit_threshold):
     first, N = seeds[0], seeds[0]['trained_n_loop']
     budgets = sorted({p['kv_budget'] for p in first['points'] if p['kv_budget']})
     hops = first['groups'] is not None
-    head = ['n_loop', 'exit', 'rule', 'full cache: val loss' + (', accuracy' if hops else '') + ', iterations']
-    head += [f'k = {k}: Δ val loss' + (', Δ accuracy' if hops else '') for k in budgets]
+    head = ['n_loop', 'exit', 'rule', 'full cache: val loss' + (', accuracy' if hops else '') + ', iterations, kB']
+    kb = {k: next(p['kv_bytes'] for p in first['points'] if p['kv_budget'] == k) / 1e3 for k in budgets}
+    head += [f'k = {k} ({kb[k]:.1f} kB): Δ val loss' + (', Δ accuracy' if hops else '') for k in budgets]
     lines = [f"### {study}: {run} (trained N = {N}{', drawn counts' if first['drawn'] else ''}; "
              f"seeds {', '.join(str(s['seed']) for s in seeds)})", "",
              '| ' + ' | '.join(head) + ' |', '|---|---|---|--:|' + '---|' * len(budgets)]
@@ -147,7 +148,7 @@ def run_table(results, study, run, exit_threshold):
         base = f"{np.mean([p['val_loss'] for p in full]):.3f}"
         if hops:
             base += f", {np.mean([p['accuracy'] for p in full]):.3f}"
-        base += f", {np.mean([p['mean_iterations'] for p in full]):.2f}"
+        base += f", {np.mean([p['mean_iterations'] for p in full]):.2f}, {full[0]['kv_bytes'] / 1e3:.1f}"
         cells = []
         for k in budgets:
             if not any((p['n_loop'], p['kv_budget'], p['rule'], p['exit']) == (n, k, rule, exit)
@@ -187,7 +188,8 @@ def report(info, results):
              f"last keys and values; rule 'mod' (the anchors'): group (n − 1) mod k + 1. Δ: the val loss (and "
              f"accuracy) minus the full cache's at the same n_loop and exit, per seed in brackets. Exit: each token "
              f"stops once KL(p_n ‖ p_(n-1)) < the threshold (at most n_loop iterations). * = the trained count N. "
-             f"Memory: loop groups × n_layer slots (plus the prelude's and coda's) of keys and values."]
+             f"kB: the keys and values of one sequence of block_size tokens in bf16: loop groups × n_layer slots "
+             f"(plus the prelude's and coda's)."]
     for study, runs in by_study(results).items():
         parts.append(f"## {study} (experiments.py {' '.join(STUDIES[study][1])})")
         parts += [run_table(results, study, run, info['exit_threshold']) for run in runs]

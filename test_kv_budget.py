@@ -68,7 +68,8 @@ def test_the_verdict_is_the_smallest_budget_within_0_01_on_every_seed():
     assert 'k = 2, 2 loop group(s) of 4' in kv_budget.verdict(seeds, 4)
     info = dict(command='c', machine='m', wall_s=60, eval_tokens=10, exit_threshold=0.01)
     text = kv_budget.report(info, {f'stdlib/loop-s{s["seed"]}': s for s in seeds})
-    assert '| 4* | off | latest | 2.050, 4.00 | +0.350 (+0.500, +0.200) | +0.007 (+0.009, +0.005) |' in text
+    assert '| 4* | off | latest | 2.050, 4.00, 4.0 | +0.350 (+0.500, +0.200) | +0.007 (+0.009, +0.005) |' in text
+    assert '| k = 1 (1.0 kB): Δ val loss | k = 2 (2.0 kB): Δ val loss |' in text
 
 
 def test_bad_settings():
