@@ -208,9 +208,9 @@ def make_lm_class():
                 if generation_path:
                     z = logits[b, first[b]:first[b] + n].float()
                     self.iterations[task] += loops[b, first[b]:first[b] + n].tolist()
-                else:
-                    with self.ctx:
-                        z = self.model.lm_head(h[b, first[b]:first[b] + n]).float()  # (n, V)
+                else:  # the head outside autocast, in the weights' precision: bf16 logits would round the scores
+                    with torch.autocast(x.device.type, enabled=False):
+                        z = self.model.lm_head(h[b, first[b]:first[b] + n].to(self.model.lm_head.weight.dtype))
                 logp = F.log_softmax(z, dim=-1)
                 out.append((logp.gather(1, target[:, None]).sum().item(), bool((z.argmax(-1) == target).all())))
             return out
