@@ -16,11 +16,15 @@ import errno
 import io
 import json
 import os
+import re
 import runpy
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from unittest import mock
 
 import numpy as np
@@ -403,6 +407,83 @@ def test_ddp_processes_leave_after_the_final_save(data_dir, tmp_path):
     assert 'saved last.pt 2' in lines and saves[-1] < lines.index('rank 1 leaves'), lines
     # loop counts drawn with backprop through all of them: rank 0 says once what bounds the memory
     assert r.stdout.count('bptt_loops=k bounds it') == 1, r.stdout
+
+
+# a problem on one node of two: every node says which rank met it, and both stop at once
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(data_dir, tmp_path, node_args, timeout=120):
+    """train.py on two torchrun 'nodes' of one process each, on this machine: a c10d rendezvous on
+    localhost, gloo between the two ranks; node k gets node_args[k] on top of TINY. Returns each
+    node's exit code and output (torchrun's and its rank's), and the seconds until both ended."""
+    launch = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1',
+              '--rdzv_backend=c10d', f'--rdzv_endpoint=127.0.0.1:{free_port()}', f'--rdzv_id={tmp_path.name}']
+    t0 = time.monotonic()
+    nodes = [subprocess.Popen(launch + [TRAIN, *TINY, '--n_layer=1', '--max_iters=2', '--eval_interval=1',
+                                        '--eval_iters=1', f'--data_dir={data_dir}', *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             for args in node_args]
+    try:
+        outputs = [p.communicate(timeout=max(timeout - (time.monotonic() - t0), 1))[0] for p in nodes]
+    finally:  # a node still running (a hang) fails the test, once it is ended: SIGTERM, which torchrun
+        for p in nodes:  # passes on to its rank (in a session of its own), then SIGKILL
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in nodes:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return [(p.returncode, out) for p, out in zip(nodes, outputs)], time.monotonic() - t0
+
+
+def error_lines(output):
+    return [line for line in output.splitlines() if re.match(r'\[ranks? [0-9, -]+\] error: ', line)]
+
+
+def test_a_problem_on_one_node_stops_both_nodes_at_once_and_both_say_so(data_dir, tmp_path):
+    """The second node lacks the dataset: its rank says so, and so does the other node, which has
+    built its model meanwhile; under NCCL it would wait in DDP's first collective for the rank that
+    left until the timeout (10 minutes), and under gloo end with a traceback."""
+    (tmp_path / 'empty').mkdir()
+    nodes, seconds = two_nodes(data_dir, tmp_path, [
+        [f'--out_dir={tmp_path / "a"}'], [f'--out_dir={tmp_path / "b"}', f'--data_dir={tmp_path / "empty"}']])
+    missing = f"{tmp_path / 'empty' / 'stdlib'} is not prepared (no meta.json): run `python prepare.py stdlib"
+    lines = [error_lines(output) for _, output in nodes]
+    assert len(lines[0]) == 1 and lines[0] == lines[1], [output[-3000:] for _, output in nodes]
+    assert re.fullmatch(r'\[rank [01]\] error: ', lines[0][0][:len('[rank 0] error: ')]) and missing in lines[0][0]
+    for code, output in nodes:
+        assert code != 0 and 'train.py", line' not in output, output[-3000:]  # no traceback of ours
+    assert seconds < 60
+    assert not os.path.exists(tmp_path / 'a' / 'log.jsonl')  # nothing started
+
+
+def test_resume_on_two_nodes_needs_one_checkpoint_on_both(data_dir, tmp_path):
+    """Every rank resumes from out_dir/last.pt, which only rank 0 writes: a node without it says what
+    to do, and so does a node with an older copy."""
+    common = ['--n_layer=1', '--eval_interval=1', '--eval_iters=1']
+    assert train_here(data_dir, tmp_path / 'a', *common, '--max_iters=1')[0] == 0
+    shutil.copytree(tmp_path / 'a', tmp_path / 'stale')
+    assert train_here(data_dir, tmp_path / 'a', *common, '--max_iters=2', '--init_from=resume')[0] == 0
+    for other, message in (('b', f"no checkpoint at {tmp_path / 'b' / 'last.pt'} on this node: every rank resumes "
+                                 f"from it, and only rank 0 writes it; put out_dir on a filesystem all nodes share "
+                                 f"or copy it to each node"),
+                           ('stale', 'the ranks resumed from different checkpoints (rank 0 at iter ')):
+        nodes, seconds = two_nodes(data_dir, tmp_path, [[f'--out_dir={tmp_path / "a"}', '--init_from=resume'],
+                                                        [f'--out_dir={tmp_path / other}', '--init_from=resume']])
+        lines = [error_lines(output) for _, output in nodes]
+        assert len(lines[0]) == 1 and lines[0] == lines[1] and message in lines[0][0], lines
+        assert all(code != 0 for code, _ in nodes) and seconds < 60
+    # a stale copy: both ranks find the difference, and each says at which iteration it read
+    assert re.search(r'^\[ranks 0-1\] error: the ranks resumed from different checkpoints \(rank [01] at iter [12], '
+                     r'rank [01] at iter [12]\): the nodes hold different copies', lines[0][0])
+    assert load_checkpoint(str(tmp_path / 'a'), 'last')['iter_num'] == 2  # nothing was written
 
 
 # a dataset of examples with answers: the loss and the accuracy count the answers only
