@@ -409,7 +409,7 @@ def test_ddp_processes_leave_after_the_final_save(data_dir, tmp_path):
     assert r.stdout.count('bptt_loops=k bounds it') == 1, r.stdout
 
 
-# a problem on one node of two: every node says which rank met it, and both stop at once
+# a problem one rank meets (on one node of two, say): every node says which rank met it, and all stop at once
 
 def free_port():
     with socket.socket() as s:
@@ -417,30 +417,35 @@ def free_port():
         return s.getsockname()[1]
 
 
-def two_nodes(data_dir, tmp_path, node_args, timeout=120):
-    """train.py on two torchrun 'nodes' of one process each, on this machine: a c10d rendezvous on
-    localhost, gloo between the two ranks; node k gets node_args[k] on top of TINY. Returns each
-    node's exit code and output (torchrun's and its rank's), and the seconds until both ended."""
-    launch = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1',
-              '--rdzv_backend=c10d', f'--rdzv_endpoint=127.0.0.1:{free_port()}', f'--rdzv_id={tmp_path.name}']
+def run_all(commands, timeout=120):
+    """Start the commands (torchrun launches) together and wait for all, for at most `timeout`
+    seconds in all: each one's exit code and output (stdout and stderr, torchrun's and its ranks'),
+    and the seconds until all had ended."""
     t0 = time.monotonic()
-    nodes = [subprocess.Popen(launch + [TRAIN, *TINY, '--n_layer=1', '--max_iters=2', '--eval_interval=1',
-                                        '--eval_iters=1', f'--data_dir={data_dir}', *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-             for args in node_args]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) for cmd in commands]
     try:
-        outputs = [p.communicate(timeout=max(timeout - (time.monotonic() - t0), 1))[0] for p in nodes]
-    finally:  # a node still running (a hang) fails the test, once it is ended: SIGTERM, which torchrun
-        for p in nodes:  # passes on to its rank (in a session of its own), then SIGKILL
+        outputs = [p.communicate(timeout=max(timeout - (time.monotonic() - t0), 1))[0] for p in procs]
+    finally:  # one still running (a hang) fails the test, once it is ended: SIGTERM, which torchrun
+        for p in procs:  # passes on to its ranks (in sessions of their own), then SIGKILL
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in nodes:
+        for p in procs:
             try:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    return [(p.returncode, out) for p, out in zip(nodes, outputs)], time.monotonic() - t0
+    return [(p.returncode, out) for p, out in zip(procs, outputs)], time.monotonic() - t0
+
+
+def two_nodes(data_dir, tmp_path, node_args):
+    """train.py on two torchrun 'nodes' of one process each, on this machine: a c10d rendezvous on
+    localhost, gloo between the two ranks; node k gets node_args[k] on top of TINY."""
+    launch = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1',
+              '--rdzv_backend=c10d', f'--rdzv_endpoint=127.0.0.1:{free_port()}', f'--rdzv_id={tmp_path.name}']
+    return run_all([launch + [TRAIN, *TINY, '--n_layer=1', '--max_iters=2', '--eval_interval=1', '--eval_iters=1',
+                              f'--data_dir={data_dir}', *args] for args in node_args])
 
 
 def error_lines(output):
@@ -484,6 +489,57 @@ def test_resume_on_two_nodes_needs_one_checkpoint_on_both(data_dir, tmp_path):
     assert re.search(r'^\[ranks 0-1\] error: the ranks resumed from different checkpoints \(rank [01] at iter [12], '
                      r'rank [01] at iter [12]\): the nodes hold different copies', lines[0][0])
     assert load_checkpoint(str(tmp_path / 'a'), 'last')['iter_num'] == 2  # nothing was written
+
+
+FULL_DISK = """
+import errno, os, runpy, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # argv: this script, train.py, its arguments
+import checkpoint
+
+def full_disk(obj, path):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+checkpoint.save_checkpoint = full_disk
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_ddp_a_failed_save_on_rank_0_stops_every_rank(data_dir, tmp_path):
+    """Rank 0 alone evaluates and saves; when its save fails, rank 1, which has gone on to the next
+    step, stops with it (agree() after each evaluation) and the error is printed once."""
+    (tmp_path / 'full_disk.py').write_text(FULL_DISK)
+    [(code, output)], seconds = run_all([[sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                                          '--nproc_per_node=2', str(tmp_path / 'full_disk.py'), TRAIN, *TINY,
+                                          f'--data_dir={data_dir}', f'--out_dir={tmp_path / "out"}', '--n_layer=1',
+                                          '--max_iters=2', '--eval_interval=2', '--eval_iters=1']])
+    assert code != 0 and seconds < 60
+    assert error_lines(output) == [f"[rank 0] error: cannot write {tmp_path / 'out' / 'last.pt'} (No space left on "
+                                   f"device): free some disk space or set another out_dir (the previous checkpoint "
+                                   f"is intact)."], output[-3000:]
+    assert 'train.py", line' not in output, output[-3000:]
+
+
+def test_compile_under_ddp_with_dropout_says_the_losses_depend_on_the_process_count(data_dir, tmp_path):
+    """DDP in this process (a world of one, gloo), torch.compile standing in as the identity
+    (inductor on a CPU takes minutes): rank 0 notes it once, and only when dropout is on; one
+    process without DDP does not."""
+    notes = {}
+    for name, args in {'compiled': ['--compile=True'], 'no dropout': ['--compile=True', '--dropout=0.0'],
+                       'eager': ['--compile=False'], 'no DDP': ['--compile=True']}.items():
+        env = {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'LOCAL_WORLD_SIZE': '1',
+               'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(free_port())} if name != 'no DDP' else None
+        stdout = io.StringIO()
+        try:
+            with mock.patch.object(torch, 'compile', lambda model, **kwargs: model):
+                code, stderr = train_here(data_dir, tmp_path / name, '--n_layer=1', '--max_iters=1', '--eval_iters=1',
+                                          *args, env=env, stdout=stdout)
+        finally:  # train.py leaves the process group only at its end
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+        assert code == 0, stderr
+        notes[name] = stdout.getvalue().count('note: under DDP, compile=True splits the compiled graph')
+    assert notes == {'compiled': 1, 'no dropout': 0, 'eager': 0, 'no DDP': 0}
 
 
 # a dataset of examples with answers: the loss and the accuracy count the answers only

@@ -382,11 +382,11 @@ if compile:
         for module in raw_model.modules():
             if isinstance(module, Block):
                 module.compile()
-    if master_process and ddp and dropout > 0:
-        print("note: under DDP, compile=True splits the graph where gradients are all-reduced, and each piece "
-              "draws its own dropout masks: with dropout > 0 the losses depend on the number of processes "
-              "(alike in distribution, not equal). compile=False or dropout=0 gives the same losses whatever "
-              "the number of processes.")
+    if master_process and ddp and dropout > 0:  # README, "Several GPUs"
+        print("note: under DDP, compile=True splits the compiled graph at DDP's gradient buckets and each piece "
+              "draws its own dropout seeds: on CUDA the dropout masks, and so the losses, then depend on the "
+              "number of processes (alike in distribution, not equal). compile=False or dropout=0 gives the "
+              "losses of one process.")
 if master_process and wandb_log:
     try:
         import wandb
