@@ -491,6 +491,18 @@ def test_resume_on_two_nodes_needs_one_checkpoint_on_both(data_dir, tmp_path):
     assert load_checkpoint(str(tmp_path / 'a'), 'last')['iter_num'] == 2  # nothing was written
 
 
+def test_a_mistake_found_before_the_processes_connect_is_printed_once_per_node(data_dir, tmp_path):
+    """Settings are read before torchrun's processes connect, alike by every rank of a node: its local
+    rank 0 says what is wrong, naming its rank (rank 8: the second node of 8 GPUs each), the others
+    exit without a word."""
+    for local_rank, expected in ((0, ["[rank 8] error: unknown config key 'n_layr'"]), (3, [])):
+        env = {'RANK': str(8 + local_rank), 'LOCAL_RANK': str(local_rank), 'WORLD_SIZE': '16'}
+        code, stderr = train_here(data_dir, tmp_path / 'out', '--n_layr=2', env=env)
+        lines = stderr.splitlines()
+        assert code == 1 and len(lines) == len(expected), stderr
+        assert all(line.startswith(start) for line, start in zip(lines, expected)), stderr
+
+
 FULL_DISK = """
 import errno, os, runpy, sys
 sys.path.insert(0, os.path.dirname(sys.argv[1]))  # argv: this script, train.py, its arguments
