@@ -3,7 +3,8 @@ The GPU defaults, compile=True and bfloat16 autocast, under test on the CPU (ind
 C++ backend stands in for Triton): compiled training logs the losses of eager training (and
 dynamo's log shows model.py compiled, where the eager runs compile nothing), a checkpoint
 written by a compiled run resumes in eager, the KV cache agrees with the uncached forward
-under bf16, and gpu_check.py runs its checks (and without CUDA says so).
+under bf16, and gpu_check.py runs its checks (and without CUDA says so), failing one
+that hangs once its timeout has passed and going on to the next.
 
 Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
 /tmp/torchinductor_*), so the models are the smallest that still loop.

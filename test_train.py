@@ -1,6 +1,7 @@
 """
 train.py end to end on CPU, offline: the loss falls, a resumed run is bit-identical to
-an uninterrupted one, DDP over 2 processes matches 1 process, user mistakes end in one
+an uninterrupted one, DDP over 2 processes matches 1 process, a problem on one of two
+localhost torchrun "nodes" stops both and both say so, user mistakes end in one
 line, a failed save keeps the previous checkpoint, a NaN loss stops training; and, seen
 from inside a run, each forward gets the iteration's loop count, the lr follows its
 schedule and the first step's gradients are those of the mean loss of the micro-batches.
