@@ -18,9 +18,13 @@ so no download and a loss that falls within a few steps):
   bench   bench.py on the config, one round and 256 generated tokens: the loop next to
           its same-params and same-depth GPTs
 
-and prints a pass/fail table, each row as its check finishes (exit code 1 if a check
-fails). Expect 4-6 minutes on one H100 or H200, 1.5-3 more with DDP (an estimate: README
-says how it was made). Without CUDA it says so in one line and exits 0.
+Each check's output streams as it runs, every line prefixed with the check's name, and its
+pass/fail row follows as soon as it ends; the whole table comes again at the end (exit code 1
+if a check fails). A check that runs past its timeout (train_timeout, ddp_timeout,
+bench_timeout: a compile, a rendezvous or NCCL's set-up that hangs) is ended with everything it
+started and fails with "timed out after N s", and the next check runs. Expect 4-6 minutes on
+one H100 or H200, 1.5-3 more with DDP (an estimate: README says how it was made). Without CUDA
+it says so in one line and exits 0.
 `--device=cpu --config=configs/tiny.py` runs the same checks on a CPU (DDP over gloo),
 which is how test_compile.py tests this script.
 """
@@ -28,10 +32,12 @@ which is how test_compile.py tests this script.
 import json
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -54,6 +60,10 @@ gradient_accumulation_steps = 0  # 0: the config's (loop6: 40, ~0.5M tokens per 
 batch_size = 0                # 0: the config's
 cache_tokens = 64             # generation steps compared in the cache check
 bench = True                  # run bench.py on the config too
+# seconds a check may run before it fails as hung: several times README's estimate (not yet measured) of each
+train_timeout = 900           # the train check: compile, `steps` iterations, evaluations and checkpoints
+ddp_timeout = 900             # the DDP check: torchrun's rendezvous, NCCL's set-up, compile in 2 processes
+bench_timeout = 900           # bench.py: 3 fresh processes, each compiling its model
 # -----------------------------------------------------------------------------
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,8 +127,58 @@ def cache_agreement(model, prompt, n_tokens, ctx, near_tie=0.01):
     return worst, flips
 
 
-def run(cmd, **kwargs):
-    return subprocess.run([sys.executable] + cmd, capture_output=True, text=True, cwd=HERE, **kwargs)
+def run(cmd, name, timeout):
+    """python CMD in the repo, its stdout and stderr streamed line by line as `name> line`, so that
+    a long check shows how far it got, and kept. A CompletedProcess, whose returncode is None if
+    the command ran past `timeout` seconds and was ended."""
+    p = subprocess.Popen([sys.executable] + cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'},  # its prints arrive at once
+                         start_new_session=True)  # its own process group: end() ends what it started too
+    out, err = [], []
+    readers = [threading.Thread(target=tee, args=(pipe, lines, name), daemon=True)
+               for pipe, lines in ((p.stdout, out), (p.stderr, err))]
+    for reader in readers:
+        reader.start()
+    try:
+        code = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end(p)
+        code = None
+    except KeyboardInterrupt:  # in a session of its own, the command does not see the terminal's Ctrl-C
+        end(p)
+        raise
+    for reader in readers:  # a process left running elsewhere may hold the pipes open: wait a little only
+        reader.join(timeout=5)
+    return subprocess.CompletedProcess(cmd, code, ''.join(out), ''.join(err))
+
+
+def tee(pipe, lines, name):
+    for line in pipe:
+        lines.append(line)
+        print(f"{name}> {line}", end='', flush=True)
+
+
+def end(p, grace=40):
+    """End a command that ran too long and everything it started: SIGTERM to its process group
+    (torchrun passes it on to its ranks, which run in sessions of their own, and waits up to 30 s
+    for them), then SIGKILL once `grace` seconds have passed."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+            p.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def failure(p, what, timeout):
+    """The detail of a row whose command failed: the timeout, or the command's last error line."""
+    if p.returncode is None:
+        return f"timed out after {timeout} s; its output above shows how far {what} got"
+    lines = p.stderr.strip().splitlines() or ['?']
+    return f"{what} failed: " + ([line for line in lines if 'error: ' in line] or lines)[-1]
 
 
 def check_train(c, data_dir, out_dir):
@@ -129,9 +189,9 @@ def check_train(c, data_dir, out_dir):
             '--eval_iters=2', '--log_interval=1', f"--warmup_iters={max(c['steps'] // 5, 1)}", '--wandb_log=False']
     args += [f'--{k}={c[k]}' for k in ('gradient_accumulation_steps', 'batch_size') if c[k]]
     t0 = time.time()
-    p = run(['train.py'] + args)
+    p = run(['train.py'] + args, 'train', c['train_timeout'])
     if p.returncode != 0:
-        return False, 'train.py failed: ' + (p.stderr.strip().splitlines() or ['?'])[-1], args
+        return False, failure(p, 'train.py', c['train_timeout']), args
     rec = train_records(out_dir)
     losses = [r['loss'] for r in rec]
     k = max(len(losses) // 5, 1)
@@ -164,9 +224,10 @@ def check_ddp(c, args, single_dir, ddp_dir):
     if n_gpus < 2:
         return None, f"needs 2 GPUs, this machine has {n_gpus}"
     launch = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
-    p = run(launch + [a for a in args if not a.startswith('--out_dir=')] + [f'--out_dir={ddp_dir}'])
+    p = run(launch + [a for a in args if not a.startswith('--out_dir=')] + [f'--out_dir={ddp_dir}'], 'ddp',
+            c['ddp_timeout'])
     if p.returncode != 0:
-        return False, 'torchrun failed: ' + (p.stderr.strip().splitlines() or ['?'])[-1]
+        return False, failure(p, 'torchrun', c['ddp_timeout'])
     one, two = [r['loss'] for r in train_records(single_dir)], [r['loss'] for r in train_records(ddp_dir)]
     rel = max(abs(a - b) / abs(a) for a, b in zip(one, two))
     tol = 2e-2 if c['dtype'] != 'float32' else 1e-4  # bf16: the summation order shows
@@ -180,16 +241,22 @@ def check_bench(c, batch_size):
     cut = ['--rounds=1', '--gen_tokens=256'] if device_type_of(c['device']) == 'cuda' else \
         ['--rounds=1', '--train_iters=2', '--gen_tokens=8']
     p = run(['bench.py', c['config'], f"--device={c['device']}", f"--dtype={c['dtype']}",
-             f"--compile={c['compile']}"] + cut + ([f'--batch_size={batch_size}'] if batch_size else []))
+             f"--compile={c['compile']}"] + cut + ([f'--batch_size={batch_size}'] if batch_size else []), 'bench',
+            c['bench_timeout'])
     if p.returncode != 0:
-        return False, 'bench.py failed: ' + (p.stderr.strip().splitlines() or ['?'])[-1], ''
+        return False, failure(p, 'bench.py', c['bench_timeout']), ''
     return True, 'table below', p.stdout
 
 
+def row(name, ok, detail):
+    return f"| {name} | {'SKIP' if ok is None else 'PASS' if ok else 'FAIL'} | {detail} |"
+
+
 def report(rows, name, ok, detail):
-    """Keep a row and print it at once: a check that hangs or times out loses only itself."""
+    """Keep a row and print it at once, below the check's output: a check that fails, hangs or
+    times out loses only itself."""
     rows.append((name, ok, detail))
-    print(f"| {name} | {'SKIP' if ok is None else 'PASS' if ok else 'FAIL'} | {detail} |", flush=True)
+    print(row(name, ok, detail), flush=True)
 
 
 def main(argv):
@@ -202,9 +269,8 @@ def main(argv):
         print("gpu_check: no CUDA GPU here (torch sees none), nothing to check; run it on a machine with one.")
         return 0
     where = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' else 'CPU'
-    print(f"gpu_check: {c['config']} on {where}, {c['dtype']}, compile={c['compile']}, torch {torch.__version__}",
-          flush=True)
-    print('\n| check | result | detail |\n| --- | --- | --- |', flush=True)
+    print(f"gpu_check: {c['config']} on {where}, {c['dtype']}, compile={c['compile']}, torch {torch.__version__}\n"
+          f"each check's output follows, every line prefixed with its name, then its row of the table", flush=True)
     rows, bench_table = [], ''
     with tempfile.TemporaryDirectory(prefix='gpu_check-') as tmp:
         recipe = runpy.run_path(c['config'])
@@ -220,6 +286,7 @@ def main(argv):
         if c['bench']:
             ok, detail, bench_table = check_bench(c, c['batch_size'] or recipe.get('batch_size'))
             report(rows, 'bench.py', ok, detail)
+    print('\n| check | result | detail |\n| --- | --- | --- |\n' + '\n'.join(row(*r) for r in rows))
     if bench_table:
         print('\n' + bench_table)
     return 1 if any(ok is False for _, ok, _ in rows) else 0

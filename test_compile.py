@@ -3,7 +3,8 @@ The GPU defaults, compile=True and bfloat16 autocast, under test on the CPU (ind
 C++ backend stands in for Triton): compiled training logs the losses of eager training (and
 dynamo's log shows model.py compiled, where the eager runs compile nothing), a checkpoint
 written by a compiled run resumes in eager, the KV cache agrees with the uncached forward
-under bf16, and gpu_check.py runs its checks (and without CUDA says so).
+under bf16, and gpu_check.py runs its checks (and without CUDA says so), failing one
+that hangs once its timeout has passed and going on to the next.
 
 Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
 /tmp/torchinductor_*), so the models are the smallest that still loop.
@@ -13,9 +14,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -196,6 +200,88 @@ def test_gpu_check_without_cuda_says_so_and_exits_0():
     assert p.returncode == 0 and p.stdout.count('\n') == 1 and 'no CUDA GPU' in p.stdout, p.stdout + p.stderr
 
 
+STUCK = """
+import os, subprocess, sys, time
+print('step 1 of a check that will hang')  # not flushed: gpu_check must read its children unbuffered
+child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])  # what it started, a rank say
+with open('pids', 'w') as f:
+    f.write(f'{os.getpid()} {child.pid}')
+time.sleep(300)
+"""
+
+
+class Clocked:
+    """A stdout that notes when each piece of text arrived: [(seconds, text)]."""
+    def __init__(self):
+        self.t0, self.writes = time.monotonic(), []
+
+    def write(self, text):
+        self.writes.append((time.monotonic() - self.t0, text))
+
+    def flush(self):
+        pass
+
+    def when(self, text):
+        """The seconds at which text was written, and all of it."""
+        return next(t for t, s in self.writes if text in s), ''.join(s for _, s in self.writes)
+
+
+def running(pid):
+    """Is the process alive (a zombie, ended and not yet reaped, is not)?"""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason="reads /proc to see that the hung processes ended")
+def test_gpu_check_ends_a_check_that_hangs_and_runs_the_next(tmp_path, monkeypatch):
+    """train.py stands in for one that hangs (a compile, a rendezvous): its output streams while it
+    runs, its row fails once train_timeout has passed, it and what it started are ended, and the
+    next check (bench.py, standing in for itself) still runs."""
+    (tmp_path / 'train.py').write_text(STUCK)
+    (tmp_path / 'bench.py').write_text("print('| a bench table |')\n")
+    monkeypatch.setattr(gpu_check, 'HERE', str(tmp_path))  # where it runs the scripts
+    monkeypatch.delenv('PYTHONUNBUFFERED', raising=False)  # as in most shells: gpu_check must set it
+    corpus = gpu_check.stdlib_corpus
+    monkeypatch.setattr(gpu_check, 'stdlib_corpus', lambda path, tokenizer: corpus(path, tokenizer, n_bytes=20_000))
+    out = Clocked()
+    monkeypatch.setattr(sys, 'stdout', out)
+    code = gpu_check.main(['--device=cpu', f'--config={HERE}/configs/tiny.py', '--dtype=float32',
+                           '--compile=False', '--train_timeout=4'])
+    monkeypatch.undo()
+    started, text = out.when('train> step 1 of a check that will hang\n')
+    failed, _ = out.when('| train (float32, compile=False) | FAIL | timed out after 4 s')
+    assert started < failed - 2, text  # streamed while it ran, not printed once it had ended
+    assert 3.5 < failed < 30, text
+    assert '| bench.py | PASS | table below |' in text and '\n| a bench table |\n' in text
+    table = text[text.index('| check | result | detail |'):].splitlines()
+    assert [line.split(' | ')[:2] for line in table[2:4]] == [['| train (float32, compile=False)', 'FAIL'],
+                                                                ['| bench.py', 'PASS']]
+    assert code == 1
+    assert not any(running(int(pid)) for pid in (tmp_path / 'pids').read_text().split())
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason="reads /proc to see that the processes ended")
+def test_ctrl_c_in_gpu_check_ends_the_check_it_runs(tmp_path, monkeypatch):
+    """A check's command runs in a session of its own (so that a timeout can end all it started),
+    where the terminal's Ctrl-C does not reach it: gpu_check must end it before it stops itself."""
+    (tmp_path / 'stuck.py').write_text(STUCK)
+    monkeypatch.setattr(gpu_check, 'HERE', str(tmp_path))
+
+    def ctrl_c():  # once the command has started what it starts
+        deadline = time.monotonic() + 30
+        while not (tmp_path / 'pids').exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.run(['stuck.py'], 'stuck', timeout=60)
+    assert not any(running(int(pid)) for pid in (tmp_path / 'pids').read_text().split())
+
+
 def test_gpu_check_runs_its_checks_on_a_cpu():
     """The script a GPU user runs first, end to end on the CPU with configs/tiny.py's model:
     training, the cache check and 2-process DDP over gloo all pass."""
@@ -204,6 +290,8 @@ def test_gpu_check_runs_its_checks_on_a_cpu():
                         '--gradient_accumulation_steps=2', '--batch_size=2', '--cache_tokens=8', '--bench=False'],
                        capture_output=True, text=True, timeout=600, cwd=HERE)
     assert p.returncode == 0, p.stdout + p.stderr
-    rows = [line for line in p.stdout.splitlines() if line.startswith('| ') and 'PASS' in line]
-    assert [r.split(' | ')[0] for r in rows] == ['| train (float32, compile=False)', '| KV cache vs none (float32)',
-                                                  '| DDP, 2 processes']
+    table = p.stdout[p.stdout.index('| check | result | detail |'):].splitlines()[2:]  # the table at the end
+    assert [r.split(' | ')[:2] for r in table] == [['| train (float32, compile=False)', 'PASS'],
+                                                   ['| KV cache vs none (float32)', 'PASS'],
+                                                   ['| DDP, 2 processes', 'PASS']]
+    assert 'train> iter 3: loss ' in p.stdout and 'ddp> iter 3: loss ' in p.stdout  # their output, streamed

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
@@ -350,6 +351,33 @@ def test_the_checkpoint_goes_to_the_cpu_and_only_the_model_to_the_device(loop_ru
     state = [t for s in checkpoint['optimizer']['state'].values() for t in s.values() if t.dim()]
     assert state and {t.device.type for t in state} == {'cpu'}
     assert {p.device.type for p in model.parameters()} == {'meta'}
+
+
+def test_on_cuda_the_clock_waits_for_the_gpu(gpt_run, capsys, monkeypatch):
+    """A GPU runs behind the host, so sample.py's ms per step must synchronize just before it starts
+    the clock and again after generating, just before it stops it. CUDA is simulated: sample.py
+    is told its device is a GPU, and the work runs on the CPU."""
+    events = []
+    generate = sample.generate
+
+    def recording_generate(*args, **kwargs):
+        events.append('generate')
+        out = generate(*args, **kwargs)
+        events.append('generated')
+        return out
+
+    monkeypatch.setattr(sample, 'generate', recording_generate)
+    monkeypatch.setattr(sample, 'time', SimpleNamespace(time=lambda: events.append('clock') or 1.0))
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: events.append('synchronize'))
+    args = (f'--out_dir={gpt_run}', '--ckpt=last', '--num_samples=1', '--max_new_tokens=3')
+    assert run_main(capsys, *args)[0] == 0
+    assert events == ['clock', 'generate', 'generated', 'clock']  # on the CPU: nothing to wait for
+    events.clear()
+    monkeypatch.setattr(sample, 'device_type_of', lambda device: 'cuda')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    code, _, err = run_main(capsys, *args)
+    assert code == 0, err
+    assert events == ['synchronize', 'clock', 'generate', 'generated', 'synchronize', 'clock']
 
 
 def test_best_falls_back_to_last(gpt_run, capsys):

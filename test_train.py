@@ -1,6 +1,7 @@
 """
 train.py end to end on CPU, offline: the loss falls, a resumed run is bit-identical to
-an uninterrupted one, DDP over 2 processes matches 1 process, user mistakes end in one
+an uninterrupted one, DDP over 2 processes matches 1 process, a problem on one of two
+localhost torchrun "nodes" stops both and both say so, user mistakes end in one
 line, a failed save keeps the previous checkpoint, a NaN loss stops training; and, seen
 from inside a run, each forward gets the iteration's loop count, the lr follows its
 schedule and the first step's gradients are those of the mean loss of the micro-batches.
@@ -16,11 +17,15 @@ import errno
 import io
 import json
 import os
+import re
 import runpy
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from unittest import mock
 
 import numpy as np
@@ -403,6 +408,151 @@ def test_ddp_processes_leave_after_the_final_save(data_dir, tmp_path):
     assert 'saved last.pt 2' in lines and saves[-1] < lines.index('rank 1 leaves'), lines
     # loop counts drawn with backprop through all of them: rank 0 says once what bounds the memory
     assert r.stdout.count('bptt_loops=k bounds it') == 1, r.stdout
+
+
+# a problem one rank meets (on one node of two, say): every node says which rank met it, and all stop at once
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_all(commands, timeout=120):
+    """Start the commands (torchrun launches) together and wait for all, for at most `timeout`
+    seconds in all: each one's exit code and output (stdout and stderr, torchrun's and its ranks'),
+    and the seconds until all had ended."""
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) for cmd in commands]
+    try:
+        outputs = [p.communicate(timeout=max(timeout - (time.monotonic() - t0), 1))[0] for p in procs]
+    finally:  # one still running (a hang) fails the test, once it is ended: SIGTERM, which torchrun
+        for p in procs:  # passes on to its ranks (in sessions of their own), then SIGKILL
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return [(p.returncode, out) for p, out in zip(procs, outputs)], time.monotonic() - t0
+
+
+def two_nodes(data_dir, tmp_path, node_args):
+    """train.py on two torchrun 'nodes' of one process each, on this machine: a c10d rendezvous on
+    localhost, gloo between the two ranks; node k gets node_args[k] on top of TINY."""
+    launch = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1',
+              '--rdzv_backend=c10d', f'--rdzv_endpoint=127.0.0.1:{free_port()}', f'--rdzv_id={tmp_path.name}']
+    return run_all([launch + [TRAIN, *TINY, '--n_layer=1', '--max_iters=2', '--eval_interval=1', '--eval_iters=1',
+                              f'--data_dir={data_dir}', *args] for args in node_args])
+
+
+def error_lines(output):
+    return [line for line in output.splitlines() if re.match(r'\[ranks? [0-9, -]+\] error: ', line)]
+
+
+def test_a_problem_on_one_node_stops_both_nodes_at_once_and_both_say_so(data_dir, tmp_path):
+    """The second node lacks the dataset: its rank says so, and so does the other node, which has
+    built its model meanwhile; under NCCL it would wait in DDP's first collective for the rank that
+    left until the timeout (10 minutes), and under gloo end with a traceback."""
+    (tmp_path / 'empty').mkdir()
+    nodes, seconds = two_nodes(data_dir, tmp_path, [
+        [f'--out_dir={tmp_path / "a"}'], [f'--out_dir={tmp_path / "b"}', f'--data_dir={tmp_path / "empty"}']])
+    missing = f"{tmp_path / 'empty' / 'stdlib'} is not prepared (no meta.json): run `python prepare.py stdlib"
+    lines = [error_lines(output) for _, output in nodes]
+    assert len(lines[0]) == 1 and lines[0] == lines[1], [output[-3000:] for _, output in nodes]
+    assert re.fullmatch(r'\[rank [01]\] error: ', lines[0][0][:len('[rank 0] error: ')]) and missing in lines[0][0]
+    for code, output in nodes:
+        assert code != 0 and 'train.py", line' not in output, output[-3000:]  # no traceback of ours
+    assert seconds < 60
+    assert not os.path.exists(tmp_path / 'a' / 'log.jsonl')  # nothing started
+
+
+def test_resume_on_two_nodes_needs_one_checkpoint_on_both(data_dir, tmp_path):
+    """Every rank resumes from out_dir/last.pt, which only rank 0 writes: a node without it says what
+    to do, and so does a node with an older copy."""
+    common = ['--n_layer=1', '--eval_interval=1', '--eval_iters=1']
+    assert train_here(data_dir, tmp_path / 'a', *common, '--max_iters=1')[0] == 0
+    shutil.copytree(tmp_path / 'a', tmp_path / 'stale')
+    assert train_here(data_dir, tmp_path / 'a', *common, '--max_iters=2', '--init_from=resume')[0] == 0
+    for other, message in (('b', f"no checkpoint at {tmp_path / 'b' / 'last.pt'} on this node: every rank resumes "
+                                 f"from it, and only rank 0 writes it; put out_dir on a filesystem all nodes share "
+                                 f"or copy it to each node"),
+                           ('stale', 'the ranks resumed from different checkpoints (rank 0 at iter ')):
+        nodes, seconds = two_nodes(data_dir, tmp_path, [[f'--out_dir={tmp_path / "a"}', '--init_from=resume'],
+                                                        [f'--out_dir={tmp_path / other}', '--init_from=resume']])
+        lines = [error_lines(output) for _, output in nodes]
+        assert len(lines[0]) == 1 and lines[0] == lines[1] and message in lines[0][0], lines
+        assert all(code != 0 for code, _ in nodes) and seconds < 60
+    # a stale copy: both ranks find the difference, and each says at which iteration it read
+    assert re.search(r'^\[ranks 0-1\] error: the ranks resumed from different checkpoints \(rank [01] at iter [12], '
+                     r'rank [01] at iter [12]\): the nodes hold different copies', lines[0][0])
+    assert load_checkpoint(str(tmp_path / 'a'), 'last')['iter_num'] == 2  # nothing was written
+
+
+def test_a_mistake_found_before_the_processes_connect_is_printed_once_per_node(data_dir, tmp_path):
+    """Settings are read before torchrun's processes connect, alike by every rank of a node: its local
+    rank 0 says what is wrong, naming its rank (rank 8: the second node of 8 GPUs each), the others
+    exit without a word."""
+    for local_rank, expected in ((0, ["[rank 8] error: unknown config key 'n_layr'"]), (3, [])):
+        env = {'RANK': str(8 + local_rank), 'LOCAL_RANK': str(local_rank), 'WORLD_SIZE': '16'}
+        code, stderr = train_here(data_dir, tmp_path / 'out', '--n_layr=2', env=env)
+        lines = stderr.splitlines()
+        assert code == 1 and len(lines) == len(expected), stderr
+        assert all(line.startswith(start) for line, start in zip(lines, expected)), stderr
+
+
+FULL_DISK = """
+import errno, os, runpy, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # argv: this script, train.py, its arguments
+import checkpoint
+
+def full_disk(obj, path):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+checkpoint.save_checkpoint = full_disk
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_ddp_a_failed_save_on_rank_0_stops_every_rank(data_dir, tmp_path):
+    """Rank 0 alone evaluates and saves; when its save fails, rank 1, which has gone on to the next
+    step, stops with it (agree() after each evaluation) and the error is printed once."""
+    (tmp_path / 'full_disk.py').write_text(FULL_DISK)
+    [(code, output)], seconds = run_all([[sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                                          '--nproc_per_node=2', str(tmp_path / 'full_disk.py'), TRAIN, *TINY,
+                                          f'--data_dir={data_dir}', f'--out_dir={tmp_path / "out"}', '--n_layer=1',
+                                          '--max_iters=2', '--eval_interval=2', '--eval_iters=1']])
+    assert code != 0 and seconds < 60
+    assert error_lines(output) == [f"[rank 0] error: cannot write {tmp_path / 'out' / 'last.pt'} (No space left on "
+                                   f"device): free some disk space or set another out_dir (the previous checkpoint "
+                                   f"is intact)."], output[-3000:]
+    assert 'train.py", line' not in output, output[-3000:]
+
+
+def test_compile_under_ddp_with_dropout_says_the_losses_depend_on_the_process_count(data_dir, tmp_path):
+    """DDP in this process (a world of one, gloo), torch.compile standing in as the identity
+    (inductor on a CPU takes minutes): rank 0 notes it once, and only when dropout is on; one
+    process without DDP does not."""
+    notes = {}
+    for name, args in {'compiled': ['--compile=True'], 'no dropout': ['--compile=True', '--dropout=0.0'],
+                       'eager': ['--compile=False'], 'no DDP': ['--compile=True']}.items():
+        env = {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'LOCAL_WORLD_SIZE': '1',
+               'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(free_port())} if name != 'no DDP' else None
+        stdout = io.StringIO()
+        try:
+            with mock.patch.object(torch, 'compile', lambda model, **kwargs: model):
+                code, stderr = train_here(data_dir, tmp_path / name, '--n_layer=1', '--max_iters=1', '--eval_iters=1',
+                                          *args, env=env, stdout=stdout)
+        finally:  # train.py leaves the process group only at its end
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+        assert code == 0, stderr
+        notes[name] = stdout.getvalue().count('note: under DDP, compile=True splits the compiled graph')
+    assert notes == {'compiled': 1, 'no dropout': 0, 'eager': 0, 'no DDP': 0}
 
 
 # a dataset of examples with answers: the loss and the accuracy count the answers only

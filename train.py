@@ -11,6 +11,10 @@ global micro-step), and DDP process r of W does micro-steps r*A/W .. (r+1)*A/W -
 the A = gradient_accumulation_steps, so the global batch, the loss curve and a
 resumed run are the same whatever the number of processes.
 
+Under torchrun every rank reads its own data and (resuming) out_dir/last.pt; a problem that one
+rank meets, on one node only say, stops every rank at once, and every node prints it, naming
+the ranks (agree()).
+
 On a dataset of examples with answers (prepare.py hops), windows hold whole examples,
 the loss counts only the answers, and evaluations also report answer accuracy.
 
@@ -104,12 +108,43 @@ LOOP_SETTINGS = {'n_prelude': 0, 'n_coda': 0, 'input_injection': False, 'loop_no
 
 
 def die(message):
-    """A mistake the user can fix: one line on stderr (from rank 0 only), exit 1, no traceback."""
-    if int(os.environ.get('RANK', 0)) == 0:
-        print(f"error: {message}", file=sys.stderr)
+    """A mistake the user can fix: one line on stderr, exit 1, no traceback. Under torchrun the
+    line names the rank, since the problem may be one node's own (its data, its copy of a
+    checkpoint). Before the processes connect, each node prints it once; after, die joins
+    agree(), so that every rank stops with this one and every node prints its line."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        agree(str(message))  # exits
+    if int(os.environ.get('LOCAL_RANK', 0)) == 0:
+        where = f"[rank {os.environ['RANK']}] " if 'RANK' in os.environ else ''
+        print(f"{where}error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def agree(problem=None):
+    """DDP: every rank calls this at the same points (the end of set-up, after each evaluation)
+    with what went wrong on it, or None. If anything did, every node prints each problem once
+    with the ranks that met it, and all ranks exit 1 together. Without it a rank that stops
+    alone leaves the others waiting in their next collective until the NCCL timeout (10
+    minutes), and its message stays on its own node."""
+    problems = [None] * world_size
+    dist.all_gather_object(problems, problem)
+    if not any(problems):
+        return
+    if local_rank == 0:
+        for message in dict.fromkeys(p for p in problems if p):  # each distinct one, in rank order
+            print(f"[{rank_names([r for r, p in enumerate(problems) if p == message])}] error: {message}",
+                  file=sys.stderr)
+    dist.destroy_process_group()
+    sys.exit(1)
+
+
+def rank_names(ranks):
+    """[3] -> 'rank 3', [8, 9, .., 15] -> 'ranks 8-15', [0, 3] -> 'ranks 0, 3'."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    if ranks == list(range(ranks[0], ranks[-1] + 1)):
+        return f"ranks {ranks[0]}-{ranks[-1]}"
+    return 'ranks ' + ', '.join(map(str, ranks))
 
 
 def check_device(device):
@@ -172,6 +207,8 @@ if ddp:
         device = f'cuda:{local_rank}'
         torch.cuda.set_device(device)
     dist.init_process_group(backend='nccl' if device_type_of(device) == 'cuda' else 'gloo')
+    # from here every rank reads its own data and checkpoint, and a problem on one rank (die) waits in
+    # agree() for the others, which meet it at the end of set-up: the first collective
 else:
     rank, local_rank, world_size = 0, 0, 1
 master_process = rank == 0  # logs, evaluates and saves
@@ -260,11 +297,16 @@ ckpt = None
 if init_from == 'scratch':
     raw_model = build_model(model_type, model_args)
 elif init_from == 'resume':
+    path = os.path.join(out_dir, 'last.pt')
     try:
         ckpt = load_checkpoint(out_dir, 'last', device)
     except CheckpointError as e:
+        if world_size > int(os.environ.get('LOCAL_WORLD_SIZE', world_size)) and not os.path.exists(path):
+            # several nodes: every rank reads last.pt, but only rank 0 wrote it, on its own node
+            e = (f"no checkpoint at {path} on this node: every rank resumes from it, and only rank 0 writes "
+                 f"it; put out_dir on a filesystem all nodes share or copy it to each node (or, if there is "
+                 f"none yet, train one first).")
         die(e)
-    path = os.path.join(out_dir, 'last.pt')
     # the data must use the tokenizer the checkpoint was trained on
     old_meta = ckpt.get('meta') or {}
     if (old_meta.get('tokenizer'), old_meta.get('vocab_size')) != (meta['tokenizer'], meta['vocab_size']):
@@ -340,6 +382,28 @@ if compile:
         for module in raw_model.modules():
             if isinstance(module, Block):
                 module.compile()
+    if master_process and ddp and dropout > 0:  # README, "Several GPUs"
+        print("note: under DDP, compile=True splits the compiled graph at DDP's gradient buckets and each piece "
+              "draws its own dropout seeds: on CUDA the dropout masks, and so the losses, then depend on the "
+              "number of processes (alike in distribution, not equal). compile=False or dropout=0 gives the "
+              "losses of one process.")
+if master_process and wandb_log:
+    try:
+        import wandb
+    except ImportError:
+        die("wandb_log=True needs wandb: pip install wandb, or set wandb_log=False.")
+
+# --- DDP: every rank is ready, or all stop here, before DDP's constructor broadcasts the weights ---
+if ddp:
+    agree()  # meets the die() of any rank that met a problem above
+    if init_from == 'resume':  # each rank read its own out_dir/last.pt: the copies must be one checkpoint
+        iters = [None] * world_size
+        dist.all_gather_object(iters, iter_num)
+        if len(set(iters)) > 1:
+            read = ', '.join(f"{rank_names([r for r, i in enumerate(iters) if i == it])} at iter {it}"
+                             for it in dict.fromkeys(iters))
+            die(f"the ranks resumed from different checkpoints ({read}): the nodes hold different copies of "
+                f"out_dir; put out_dir on a filesystem all nodes share, or copy rank 0's to each node again.")
 # with bptt_loops, parameters used only before the last k iterations (wpe, a_0, the prelude)
 # get no gradient in some steps: DDP must look for them
 # gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets, not in a copy beside them
@@ -444,11 +508,6 @@ def trim_log(upto):
 
 
 if master_process:
-    if wandb_log:
-        try:
-            import wandb
-        except ImportError:
-            die("wandb_log=True needs wandb: pip install wandb, or set wandb_log=False.")
     os.makedirs(out_dir, exist_ok=True)
     if not eval_only:
         trim_log(iter_num if init_from == 'resume' else 0)
@@ -493,6 +552,8 @@ while True:
         if improved:
             save('best.pt')
         saved_at = iter_num
+    if ddp and due and not eval_only:
+        agree()  # rank 0's evaluation and saves went well, or (die) every rank stops with it
     if eval_only or iter_num >= max_iters:
         break
 
@@ -558,6 +619,7 @@ while True:
               f"{speed}{loop}{eta}{gates}")
         log(record)
 
-if ddp:  # wait for rank 0's final evaluation and save, then leave together
+# with eval_only, wait for rank 0's evaluation (a training run's last one was met in agree()); leave together
+if ddp:
     dist.barrier(device_ids=[local_rank] if device_type == 'cuda' else None)
     dist.destroy_process_group()
