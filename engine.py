@@ -103,13 +103,18 @@ class KVCache:
         view.__dict__.update(self.__dict__, rows=rows)
         return view
 
-    def carry_latest(self, loops):
+    def carry_latest(self, loops, m=None):
         """The latest rule at the newest token: in each row that stopped at m = loops[row] (B,),
-        the loop groups above g(m) take group g(m)'s keys and values."""
+        the loop groups above g(m) take group g(m)'s keys and values. m: the iteration every row
+        stopped at, if they all stopped together (one slice copy instead of a gather)."""
         G, L = self.n_groups, self.n_layer
+        kv = self.kv[:, self.n_fixed:].unflatten(1, (G, L))[..., self.pos, :]  # (2, G, L, B, nh, hs), a view
+        if m is not None:
+            g = self.group(m)
+            kv[:, g:] = kv[:, g - 1:g]
+            return
         src = torch.minimum(self.groups[:, None], self.group(loops)[None]) - 1  # (G, B): the group to show
-        kv = self.kv[:, self.n_fixed:].unflatten(1, (G, L))[..., self.pos, :].transpose(0, 1)  # (G, 2, L, B, nh, hs)
-        kv.copy_(kv.gather(0, src[:, None, None, :, None, None].expand_as(kv)))
+        kv.copy_(kv.gather(1, src[None, :, None, :, None, None].expand_as(kv)))
 
     def nbytes(self, dtype=torch.bfloat16):
         """Memory of keys and values in `dtype` (they are stored in the dtype attention runs in)."""
@@ -133,6 +138,8 @@ def read_out(model, h, kv_cache):
     and lm_head outside autocast, in the weights' precision (fp32 under bf16 autocast): the exit
     rule compares these, and a bf16 ulp of a logit near 10 (0.0625) is alone a KL of ~5e-4."""
     z = model.run_blocks(model.transformer.coda, h, kv_cache, model.config.n_prelude)
+    if not torch.is_autocast_enabled(h.device.type):
+        return model.lm_head(model.transformer.ln_f(z))
     with torch.autocast(h.device.type, enabled=False):
         return model.lm_head(model.transformer.ln_f(z.to(model.lm_head.weight.dtype)))
 
@@ -165,6 +172,7 @@ def step_with_exit(model, idx, kv_cache, exit):
     rows, cache = None, kv_cache    # the rows still iterating (None: all B) and the cache as they see it
     logits = loops = None           # (B, 1, V) and (B,): each row's answer and iterations, once one stops
     early = False                   # did a row stop below the last loop group (see carry_latest)?
+    together = None                 # the iteration all rows stopped at, if they stopped at once
     for n in range(1, N + 1):
         h = model.iterate(h, x, n, cache)                   # the loop rule, h_{n-1} -> h_n
         z = read_out(model, h, cache)                       # (R, 1, V)
@@ -173,15 +181,16 @@ def step_with_exit(model, idx, kv_cache, exit):
         if n == N:
             break
         logp_n = z.log_softmax(-1)
-        if n >= exit.min_loops:
+        if n >= exit.min_loops and exit.threshold > 0:     # else no row may stop yet
             if exit.criterion == 'kl':  # Σ p_n (log p_n − log p_{n-1})
-                d = F.kl_div(logp, logp_n, reduction='none', log_target=True).sum(-1).clamp_min(0)
+                d = F.kl_div(logp, logp_n, reduction='none', log_target=True).sum(-1)
             else:
                 d = -(logp_n.exp() * logp_n).sum(-1)
-            keep = (~(d.view(-1) < exit.threshold)).nonzero().view(-1)  # the host sync
+            keep = (d.view(-1) >= exit.threshold).nonzero().view(-1)  # the host sync
             if len(keep) < len(z):                          # some rows stop at n
                 early |= kv_cache.group(n) < kv_cache.n_groups
                 if rows is None:                            # the first to stop: z holds every row's answer
+                    together = n if len(keep) == 0 else None
                     logits, loops, rows = z, torch.full((B,), n, device=idx.device), keep
                 else:
                     rows = rows[keep]
@@ -193,7 +202,7 @@ def step_with_exit(model, idx, kv_cache, exit):
     if rows is None:  # no row stopped early: all ran N iterations
         logits, loops = z, torch.full((B,), N, device=idx.device)
     if early:
-        kv_cache.carry_latest(loops)
+        kv_cache.carry_latest(loops, together)
     kv_cache.advance(1)
     return logits, loops
 

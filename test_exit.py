@@ -251,6 +251,11 @@ def test_budget_matches_a_slow_reference(case, k):
                 assert (full_logits - ref_logits).abs().max() > 1e-3
     if rule:
         assert len(loops.unique()) >= 2 and not all(torch.equal(loops[0], r) for r in loops)
+        # one row alone: every stop is the whole batch's, which carry_latest copies in one slice
+        out, logits = generate_recording(model, prompt[:1], n_new, exit=rule, kv_budget=k)
+        tokens, ref_logits, ref_loops = reference_generate(model, prompt[0].tolist(), n_new, rule, k)
+        assert out[0][0, 4:].tolist() == tokens and out[1][0].tolist() == ref_loops
+        torch.testing.assert_close(logits[:, 0], ref_logits.float(), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize('k', [0, 1])
