@@ -66,6 +66,9 @@ def test_the_verdict_is_the_smallest_budget_within_0_01_on_every_seed():
     assert 'k = 3, 3 loop group(s) of 4, 3.0 kB of 4.0 kB' in kv_budget.verdict(seeds, 4)  # k = 2 misses on seed 2
     seeds[1]['points'][2]['val_loss'] = 2.105
     assert 'k = 2, 2 loop group(s) of 4' in kv_budget.verdict(seeds, 4)
+    seeds[0]['points'][2]['val_loss'] = seeds[0]['points'][3]['val_loss'] = 2.5
+    assert 'no budget below 4 groups is within 0.01' in kv_budget.verdict(seeds, 4)
+    seeds[0]['points'][2]['val_loss'], seeds[0]['points'][3]['val_loss'] = 2.009, 2.001
     info = dict(command='c', machine='m', wall_s=60, eval_tokens=10, exit_threshold=0.01)
     text = kv_budget.report(info, {f'stdlib/loop-s{s["seed"]}': s for s in seeds})
     assert '| 4* | off | latest | 2.050, 4.00, 4.0 | +0.350 (+0.500, +0.200) | +0.007 (+0.009, +0.005) |' in text
