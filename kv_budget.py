@@ -216,8 +216,12 @@ def plot(path, results):
                     ax.plot(x, y, style, marker='os^'[j % 3], color=f'C{i}', ms=4,
                             label=f"{run}, n={n}{'*' if n == N else ''}" + (' (mod)' if rule == 'mod' else ''))
         ax.axhline(WITHIN, color='gray', lw=0.8, ls='--')
+        ax.set_yscale('symlog', linthresh=WITHIN)  # the costs span 0.001 to 5: linear up to 0.01, log above
         ax.set(xscale='log', xlabel='loop groups kept (the full cache: n)', ylabel='Δ val loss vs the full cache',
                title=study)
+        ticks = sorted({p['groups'] for run in runs for s in seeds_of(results, study, run) for p in s['points']})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
 
     plot_studies(path, results, draw)
 
