@@ -111,7 +111,7 @@ def load_model(init_from, out_dir, which='best', device='cpu', use=('sample from
         model = model_from_checkpoint(checkpoint)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # unknown model_type, mismatched weights
         raise CheckpointError(f"{out_dir}/{which}.pt does not hold a model this model.py can build "
-                          f"({type(e).__name__}): sample it with the loopgpt version that trained it.") from None
+                              f"({type(e).__name__}): use it with the loopgpt version that trained it.") from None
     meta = checkpoint.get('meta') or checkpoint_data_meta(checkpoint, out_dir)
     where = f"{out_dir}/{which}.pt (iter {checkpoint.get('iter_num', '?')})"
     return model.to(device).eval(), meta, where
@@ -168,7 +168,7 @@ def checkpoint_data_meta(checkpoint, out_dir):
     config = checkpoint.get('config') or {}
     if 'dataset' not in config:
         raise CheckpointError(f"{out_dir} names no tokenizer (its checkpoint has neither meta nor dataset): "
-                          f"retrain it with this repo's train.py.")
+                              f"retrain it with this repo's train.py.")
     try:
         return load_meta(os.path.join(config.get('data_dir', 'data'), config['dataset']))
     except DataError as e:
@@ -181,8 +181,8 @@ def set_n_loop(model, n_loop):
     trained = model.config.n_loop
     if n_loop is not None:
         if not isinstance(model, LoopGPT):
-            raise CheckpointError(f"n_loop={n_loop} needs a LoopGPT, but this model is a plain GPT, which does not "
-                              f"loop: drop --n_loop.")
+            raise CheckpointError(f"n_loop={n_loop} needs a LoopGPT, but this model is a plain GPT, which does "
+                                  f"not loop: drop --n_loop.")
         model.n_loop = n_loop
     return trained
 
@@ -195,7 +195,7 @@ def load_tokenizer(meta, model):
         raise CheckpointError(e) from None
     if tok.vocab_size > model.config.vocab_size:
         raise CheckpointError(f"the tokenizer {meta.get('tokenizer')!r} has {tok.vocab_size} tokens but the model "
-                          f"only {model.config.vocab_size}: the checkpoint's meta names the wrong tokenizer.")
+                              f"only {model.config.vocab_size}: the checkpoint's meta names the wrong tokenizer.")
     return tok
 
 

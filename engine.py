@@ -262,12 +262,13 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, exit=None,
            kv_budget=0):
     """generate, one step at a time: yields (the new tokens (B, 1), the iterations that predicted
-    them (B,)), so that a caller can stop early (eval.py stops at a task's stop strings)."""
+    them (B,), or None without exit: model.n_loop each), so that a caller can stop early (eval.py
+    stops at a task's stop strings)."""
     check_exit(model, exit, use_cache)
     block_size = model.config.block_size
     cache = None
     for _ in range(max_new_tokens):
-        loops = torch.full((idx.size(0),), model.n_loop, device=idx.device)
+        loops = None
         if not use_cache or idx.size(1) > block_size:
             logits, _ = model(idx[:, -block_size:])
         else:
@@ -280,6 +281,8 @@ def stream(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, 
                 if new.size(1) > 1:
                     model(new[:, :-1], kv_cache=cache)
                 logits, loops = step_with_exit(model, new[:, -1:], cache, exit)
+        if exit is not None and loops is None:  # the sliding window ran every iteration
+            loops = torch.full((idx.size(0),), model.n_loop, device=idx.device)
         # in fp32: under autocast the logits are bf16, too coarse for top-p's sums and argmax's ties
         idx_next = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p)
         idx = torch.cat((idx, idx_next), dim=1)
@@ -303,9 +306,10 @@ def teacher_forced(model, idx, n_prompt=0, exit=None, kv_budget=0, kv_cache=None
     for t in range(n_prompt, T):
         if exit is None:
             z, _ = model(idx[:, t:t + 1], kv_cache=cache)
-            used = torch.full((B,), model.n_loop, device=idx.device)
         else:
             z, used = step_with_exit(model, idx[:, t:t + 1], cache, exit)
+            loops.append(used)
         logits.append(z[:, 0].float())
-        loops.append(used)
-    return torch.stack(logits, dim=1), torch.stack(loops, dim=1)
+    loops = torch.stack(loops, dim=1) if exit is not None else \
+        torch.full((B, T - n_prompt), model.n_loop, device=idx.device)
+    return torch.stack(logits, dim=1), loops

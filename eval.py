@@ -249,11 +249,13 @@ def make_lm_class():
             with self.ctx:
                 for tokens, loops in stream(self.model, idx, max_gen, temperature, top_k, top_p,
                                             exit=self.exit, kv_budget=self.kv_budget):
+                    tokens = tokens[:, 0].tolist()  # one wait for the device per step, not one per row
+                    loops = loops.tolist() if loops is not None else [self.model.n_loop] * len(batch)
                     for b, (_, _, task) in enumerate(batch):
                         if done[b]:
                             continue
-                        new[b].append(tokens[b, 0].item())
-                        self.iterations[task].append(loops[b].item())
+                        new[b].append(tokens[b])
+                        self.iterations[task].append(loops[b])
                         texts[b] = self.tok_decode(new[b])
                         done[b] = any(s in texts[b] for s in until)
                     if all(done):
@@ -365,9 +367,11 @@ def evaluate(c, argv):
     if (c['exit_threshold'] or c['kv_budget']) and not isinstance(model, LoopGPT):
         raise EvalError("exit_threshold and kv_budget act on a LoopGPT's loop, but this model is a plain GPT, which "
                         "does not loop: drop them.")
-    if n_loops(c) != [None] and not isinstance(model, LoopGPT):
-        raise EvalError(f"n_loop={c['n_loop']} needs a LoopGPT, but this model is a plain GPT, which does not loop: "
-                        f"drop --n_loop.")
+    trained = model.config.n_loop
+    try:  # a GPT refuses --n_loop: say so before the tasks load
+        set_n_loop(model, n_loops(c)[0])
+    except CheckpointError as e:
+        raise EvalError(e) from None
     exit = ExitRule(c['exit_threshold'], c['exit_min_loops'], c['exit_criterion']) if c['exit_threshold'] else None
     dataset = (meta.get('settings') or {}).get('dataset') or meta.get('dataset')
     paths = [p for p in [c['include_path'], os.path.join(c['data_dir'], dataset or '', 'tasks')]
@@ -377,7 +381,7 @@ def evaluate(c, argv):
     manager = task_manager(lm_eval, names, paths)
     load_tasks(manager, names)
     LoopLM = make_lm_class()
-    trained, runs = model.config.n_loop, {}
+    runs = {}
     for n in n_loops(c):
         set_n_loop(model, n)
         print(f"{where}: {type(model).__name__}, {model.get_num_params() / 1e6:.2f}M parameters, "
@@ -397,8 +401,8 @@ def evaluate(c, argv):
         print(lm_eval.utils.make_table(results))
         settings = dict(config=c, command=' '.join(['python eval.py'] + argv), model=where,
                         model_type=type(model).__name__, n_loop=model.n_loop, trained_n_loop=trained,
-                        tokenizer=meta['tokenizer'], lm_eval_version=lm_eval.__version__ if hasattr(lm_eval, '__version__')
-                        else None, seconds=time.time() - t0)
+                        tokenizer=meta['tokenizer'], lm_eval_version=getattr(lm_eval, '__version__', None),
+                        seconds=time.time() - t0)
         path = results_path(c, names, n)
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
         with open(path, 'w') as f:

@@ -151,7 +151,6 @@ def test_exit_follows_the_generation_path():
     assert [lp for lp, _ in never.loglikelihood(reqs)] == pytest.approx([lp for lp, _ in plain], abs=1e-4)
     assert set(never.iterations['t']) == {3}
     early = LoopLM(model, BYTES, exit=ExitRule(1e9))  # every token after one iteration
-    assert set(early.iterations['t']) == set()
     scores = early.loglikelihood(reqs)
     assert set(early.iterations['t']) == {1}
     model.n_loop = 1
