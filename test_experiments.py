@@ -297,3 +297,24 @@ def test_plots_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
     experiments.plot_all(str(tmp_path), [run], {run.name: [dict(curve=curve)]}, {})
     assert 'pip install matplotlib' in capsys.readouterr().out
     assert os.listdir(tmp_path) == []
+
+
+def test_ablations_grid_and_its_tables():
+    """--ablations: 1 block looped 1, 2, 4, 6 times, its unique twins, frozen gates and a drawn
+    variant; the loop-count table's recovered fraction and φ, by hand on made-up losses."""
+    cfg = experiments.configure(experiments.config_keys(vars(experiments)), ['--ablations=True'],
+                                derived=experiments.presets)
+    runs, comparisons = experiments.make_grid(cfg)
+    assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'loop1x4', 'loop1x6', 'gpt2', 'gpt4', 'loop1x2-frozen',
+                                      'loop1x4-frozen', 'loop1x4-poisson-inject-norm']
+    assert len(comparisons) == len(set(comparisons)) and (cfg['n_embd'], cfg['n_seeds']) == (64, 3)
+    # unique blocks: 1 -> 2.0, 2 -> 1.8, 4 -> 1.6 (linear in log2 n); 1⊗2 at 1.9 is worth sqrt(2) blocks
+    assert experiments.effective_blocks(1.9, {1: 2.0, 2: 1.8, 4: 1.6}) == pytest.approx(2 ** 0.5)
+    assert experiments.effective_blocks(1.5, {1: 2.0, 2: 1.8, 4: 1.6}) is None  # past the curve
+    results = {name: [dict(val_loss=v)] for name, v in
+               dict(gpt1=2.0, gpt2=1.8, gpt4=1.6, loop1x2=1.9, loop1x4=1.74, loop1x6=1.7).items()}
+    table = experiments.loop_count_table(dict(loop_counts='1,2,4,6'), results)
+    # n = 2: recovered (2.0 - 1.9) / (2.0 - 1.8) = 0.5, φ = log2(sqrt 2) = 0.5; n = 4: 0.26 / 0.4, n_eff 2^1.3
+    assert '| 2 | 1.900 | -0.100 (-0.100) | 1.800 | 0.500 (0.50) | 0.50 |' in table
+    assert '| 4 | 1.740 | -0.260 (-0.260) | 1.600 | 0.650 (0.65) | 0.65 |' in table
+    assert '| 6 | 1.700 | -0.300 (-0.300) | – | – | 0.58 |' in table  # n_eff 2^1.5: φ = 1.5 / log2 6
