@@ -21,7 +21,7 @@ test: install-dev
 	$(PYTHON) -m pytest -q
 
 bench:
-	$(PYTHON) bench.py
+	$(PYTHON) -m tools.bench
 
 gpu-check:
-	$(PYTHON) gpu_check.py
+	$(PYTHON) -m tools.gpu_check

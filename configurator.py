@@ -1,5 +1,5 @@
 """
-Config handling shared by train.py, sample.py, bench.py, experiments.py and gpu_check.py,
+Config handling shared by train.py, sample.py, eval.py, tools/ and experiments/,
 in nanoGPT's spirit: a script's defaults are plain module-level values in its config block
 (between two `# ----` rules), then
 
@@ -28,18 +28,22 @@ def config_keys(namespace):
             and isinstance(v, (int, float, bool, str, type(None)))}
 
 
-def answer_help(script, argv):
+def answer_help(script, argv, keys_from=None):
     """With --help or -h anywhere in argv, print the usage of `script` (a path: its docstring)
     and its config block, every key with its default and comment, grouped as there; then exit
     0. Both are read from the source, not the running module, so a script calls this before
-    its config block, whose defaults may probe the GPU."""
+    its config block, whose defaults may probe the GPU. keys_from: the file whose config block
+    the script uses, when it is another's (a study that runs experiments/grid.py's grid)."""
     if '--help' not in argv and '-h' not in argv:
         return
     with open(script) as f:
         source = f.read()
-    lines = source.splitlines()
+    with open(keys_from or script) as f:
+        lines = f.read().splitlines()
     first, last = [i for i, line in enumerate(lines) if line.startswith('# ---')][:2]
     name = os.path.basename(script)
+    if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(script)), '__init__.py')):  # run with -m
+        name = f"-m {os.path.basename(os.path.dirname(os.path.abspath(script)))}.{name[:-3]}"
     print(ast.get_docstring(ast.parse(source)).strip())
     print(f"\nConfig keys and their defaults; set them in config files (python {name} FILE.py ...) "
           f"or with --key=value, the later winning:\n")

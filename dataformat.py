@@ -1,12 +1,12 @@
 """
-A prepared dataset on disk, and how to read it: what train.py, sample.py, experiments.py
-and the studies need. prepare.py writes it; nothing here writes.
+A prepared dataset on disk, and how to read it: what train.py, sample.py, eval.py
+and the studies (experiments/) need. prepare.py writes it; nothing here writes.
 
     data/NAME/train.bin   flat token ids, uint16 when the vocabulary fits, else uint32
     data/NAME/val.bin     the same, for validation
     data/NAME/meta.json   tokenizer, vocab_size, eot_token, dtype, train_tokens, val_tokens,
                           source, split, documents, settings; for a dataset of examples
-                          with answers (hops.py) also "answers": {"example_len": L,
+                          with answers (tasks/hops.py) also "answers": {"example_len": L,
                           "groups": {name: [positions in an example whose target is an answer]}}
 
 meta.json is written last, after both .bin files are complete, so a directory that has it

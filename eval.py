@@ -39,11 +39,19 @@ from collections import defaultdict
 import torch
 from torch.nn import functional as F
 
-from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype, device_type_of,
-                        load_model, load_tokenizer, set_n_loop)
+from checkpoint import CheckpointError, load_model, load_tokenizer, set_n_loop
 from configurator import ConfigError, answer_help, config_keys, configure
+from device import DTYPES, autocast_context, default_device, default_dtype, device_type_of
 from engine import ExitRule, stream, teacher_forced
 from model import LoopGPT
+
+# lm-eval is needed only to evaluate (LoopLM's base class): without it this file still imports
+# and answers --help, and evaluate() says in one line what to install (import_lm_eval)
+try:
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.utils import get_rolling_token_windows
+except ImportError:
+    TemplateLM, get_rolling_token_windows = object, None
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
     answer_help(__file__, sys.argv[1:])
@@ -75,10 +83,11 @@ class EvalError(Exception):
 
 
 def import_lm_eval():
-    """lm-eval, imported only when needed (like wandb in train.py)."""
+    """lm-eval, imported when an evaluation starts (like wandb in train.py), or the one-line
+    EvalError that says what to install. LoopLM's base class comes from the optional import above."""
     try:
         import lm_eval
-        import lm_eval.api.model  # noqa: F401  (the submodules used below)
+        import lm_eval.api.model  # noqa: F401  (the submodules used: LoopLM's, tasks, tables)
         import lm_eval.tasks  # noqa: F401
         import lm_eval.utils  # noqa: F401
     except ImportError:
@@ -90,179 +99,175 @@ def import_lm_eval():
 # the model, as lm-eval asks for it
 
 
-def make_lm_class():
-    """LoopLM, built on lm-eval's TemplateLM, which turns its requests into token ids as its own
-    Hugging Face backend does (a context's trailing spaces move to the continuation, an empty
-    context becomes the prefix token), so that scores compare with published ones."""
-    lm_eval = import_lm_eval()
+class LoopLM(TemplateLM):
+    """lm-eval's model interface for a GPT or LoopGPT of model.py with one of tokenizer.py's
+    tokenizers. exit (an ExitRule) or kv_budget > 0: scores follow the generation path.
 
-    class LoopLM(lm_eval.api.model.TemplateLM):
-        """lm-eval's model interface for a GPT or LoopGPT of model.py with one of tokenizer.py's
-        tokenizers. exit (an ExitRule) or kv_budget > 0: scores follow the generation path."""
+    Built on lm-eval's TemplateLM, which turns its requests into token ids as its own Hugging
+    Face backend does (a context's trailing spaces move to the continuation, an empty context
+    becomes the prefix token), so that scores compare with published ones."""
 
-        def __init__(self, model, tok, batch_size=16, device='cpu', dtype='float32', exit=None, kv_budget=0,
-                     rolling_stride=0):
-            super().__init__()
-            self.model, self.tok, self.batch_size = model, tok, batch_size
-            self._device, self.ctx = device, autocast_context(device, dtype)  # LM.device reads _device
-            self.exit, self.kv_budget = exit, kv_budget
-            self.stride = min(rolling_stride or max(self.max_length // 2, 1), self.max_length)
-            self.iterations = defaultdict(list)  # task -> loop iterations of each scored or generated token
-            self.task_names = None  # of the requests being scored, in order (see loglikelihood)
+    def __init__(self, model, tok, batch_size=16, device='cpu', dtype='float32', exit=None, kv_budget=0,
+                 rolling_stride=0):
+        super().__init__()
+        self.model, self.tok, self.batch_size = model, tok, batch_size
+        self._device, self.ctx = device, autocast_context(device, dtype)  # LM.device reads _device
+        self.exit, self.kv_budget = exit, kv_budget
+        self.stride = min(rolling_stride or max(self.max_length // 2, 1), self.max_length)
+        self.iterations = defaultdict(list)  # task -> loop iterations of each scored or generated token
+        self.task_names = None  # of the requests being scored, in order (see loglikelihood)
 
-        @property
-        def eot_token_id(self):
-            # documents start after it (rolling perplexity) and an empty context is it; a tokenizer
-            # without one (bytes) starts them after a newline, as a file's first line follows the last
-            eot = self.tok.eot_token
-            return eot if eot is not None else self.tok.encode('\n')[-1]
+    @property
+    def eot_token_id(self):
+        # documents start after it (rolling perplexity) and an empty context is it; a tokenizer
+        # without one (bytes) starts them after a newline, as a file's first line follows the last
+        eot = self.tok.eot_token
+        return eot if eot is not None else self.tok.encode('\n')[-1]
 
-        @property
-        def max_length(self):
-            return self.model.config.block_size
+    @property
+    def max_length(self):
+        return self.model.config.block_size
 
-        def tok_encode(self, string, add_special_tokens=None, **kwargs):
-            return self.tok.encode(string)
+    def tok_encode(self, string, add_special_tokens=None, **kwargs):
+        return self.tok.encode(string)
 
-        def tok_decode(self, tokens, **kwargs):
-            return self.tok.decode(tokens)
+    def tok_decode(self, tokens, **kwargs):
+        return self.tok.decode(tokens)
 
-        # --- scoring ---
+    # --- scoring ---
 
-        def loglikelihood(self, requests, disable_tqdm=False):
-            self.task_names = [r.task_name for r in requests]
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+    def loglikelihood(self, requests, disable_tqdm=False):
+        self.task_names = [r.task_name for r in requests]
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
-        def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
-            """requests: ((context, continuation), context ids, continuation ids) -> (log p of the
-            continuation, whether greedy decoding would produce it). One window each: context +
-            continuation cut from the left to block_size + 1 tokens, the last one never an input
-            (a continuation longer than block_size is scored on its last block_size tokens)."""
-            windows = []
-            for (_, context, continuation), task in zip(requests, self.task_names or [None] * len(requests)):
-                whole = (context + continuation)[-(self.max_length + 1):]
-                windows.append((whole, min(len(continuation), len(whole) - 1), task))
-            return self.score(windows)
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
+        """requests: ((context, continuation), context ids, continuation ids) -> (log p of the
+        continuation, whether greedy decoding would produce it). One window each: context +
+        continuation cut from the left to block_size + 1 tokens, the last one never an input
+        (a continuation longer than block_size is scored on its last block_size tokens)."""
+        windows = []
+        for (_, context, continuation), task in zip(requests, self.task_names or [None] * len(requests)):
+            whole = (context + continuation)[-(self.max_length + 1):]
+            windows.append((whole, min(len(continuation), len(whole) - 1), task))
+        return self.score(windows)
 
-        def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            """Perplexity over whole documents: the log-likelihood of each, summed over windows of at
-            most block_size inputs that predict every token once (lm-eval's get_rolling_token_windows).
-            The stride rule: the first window predicts the first block_size tokens from the prefix
-            token (end of text) on; each later one predicts the next `stride` tokens (the last ones,
-            what is left), each from the block_size tokens before the last of them, so the first
-            of them sees block_size - stride + 1 tokens and the last block_size. lm-eval's context_len
-            is block_size - stride + 1; stride = block_size (context_len 1) is its Hugging Face
-            backend's disjoint windows, a smaller stride more context for more compute."""
-            windows, owner = [], []
-            for i, request in enumerate(requests):
-                for x, y in lm_eval.utils.get_rolling_token_windows(
-                        token_list=self.tok_encode(request.args[0]), prefix_token=self.eot_token_id,
-                        max_seq_len=self.max_length, context_len=self.max_length - self.stride + 1):
-                    windows.append((x + y[-1:], len(y), request.task_name))  # ids: the inputs, then the last target
-                    owner.append(i)
-            totals = [0.0] * len(requests)
-            for i, (logp, _) in zip(owner, self.score(windows)):
-                totals[i] += logp
-            return totals
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        """Perplexity over whole documents: the log-likelihood of each, summed over windows of at
+        most block_size inputs that predict every token once (lm-eval's get_rolling_token_windows).
+        The stride rule: the first window predicts the first block_size tokens from the prefix
+        token (end of text) on; each later one predicts the next `stride` tokens (the last ones,
+        what is left), each from the block_size tokens before the last of them, so the first
+        of them sees block_size - stride + 1 tokens and the last block_size. lm-eval's context_len
+        is block_size - stride + 1; stride = block_size (context_len 1) is its Hugging Face
+        backend's disjoint windows, a smaller stride more context for more compute."""
+        windows, owner = [], []
+        for i, request in enumerate(requests):
+            for x, y in get_rolling_token_windows(
+                    token_list=self.tok_encode(request.args[0]), prefix_token=self.eot_token_id,
+                    max_seq_len=self.max_length, context_len=self.max_length - self.stride + 1):
+                windows.append((x + y[-1:], len(y), request.task_name))  # ids: the inputs, then the last target
+                owner.append(i)
+        totals = [0.0] * len(requests)
+        for i, (logp, _) in zip(owner, self.score(windows)):
+            totals[i] += logp
+        return totals
 
-        def score(self, windows):
-            """windows: (ids, n, task): the log-likelihood of the last n ids given those before, and
-            whether each was the argmax. Batched by length (right-padded: a causal model's earlier
-            positions never see the padding); with exit or a budget, by context length as well."""
-            results = [None] * len(windows)
-            generation_path = self.exit is not None or self.kv_budget > 0
-            key = (lambda i: (len(windows[i][0]) - windows[i][1], -len(windows[i][0]))) if generation_path \
-                else (lambda i: -len(windows[i][0]))
-            order = sorted(range(len(windows)), key=key)
-            batches, batch = [], []
-            for i in order:  # a batch holds windows of one context length on the generation path
-                if batch and (len(batch) == self.batch_size or (generation_path and key(i)[0] != key(batch[0])[0])):
-                    batches.append(batch)
-                    batch = []
-                batch.append(i)
-            batches += [batch] if batch else []
-            for batch in batches:
-                for i, r in zip(batch, self.score_batch([windows[i] for i in batch], generation_path)):
-                    results[i] = r
-            return results
+    def score(self, windows):
+        """windows: (ids, n, task): the log-likelihood of the last n ids given those before, and
+        whether each was the argmax. Batched by length (right-padded: a causal model's earlier
+        positions never see the padding); with exit or a budget, by context length as well."""
+        results = [None] * len(windows)
+        generation_path = self.exit is not None or self.kv_budget > 0
+        key = (lambda i: (len(windows[i][0]) - windows[i][1], -len(windows[i][0]))) if generation_path \
+            else (lambda i: -len(windows[i][0]))
+        order = sorted(range(len(windows)), key=key)
+        batches, batch = [], []
+        for i in order:  # a batch holds windows of one context length on the generation path
+            if batch and (len(batch) == self.batch_size or (generation_path and key(i)[0] != key(batch[0])[0])):
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        batches += [batch] if batch else []
+        for batch in batches:
+            for i, r in zip(batch, self.score_batch([windows[i] for i in batch], generation_path)):
+                results[i] = r
+        return results
 
-        @torch.no_grad()
-        def score_batch(self, windows, generation_path):
-            T = max(len(ids) for ids, _, _ in windows) - 1
-            x = torch.zeros((len(windows), T), dtype=torch.long)
-            for b, (ids, _, _) in enumerate(windows):
-                x[b, :len(ids) - 1] = torch.tensor(ids[:-1])
-            x = x.to(self.device)
-            with self.ctx:
-                if generation_path:  # the context in one pass, then one token at a time (engine.teacher_forced)
-                    n_prompt = len(windows[0][0]) - 1 - windows[0][1]
-                    logits, loops = teacher_forced(self.model, x, n_prompt, self.exit, self.kv_budget)
-                    first = [0] * len(windows)  # the scored positions start the returned ones
-                else:
-                    h = self.model.transformer.ln_f(self.model.body(self.model.embed(x)))  # (B, T, C)
-                    logits, loops = None, None
-                    first = [len(ids) - 1 - n for ids, n, _ in windows]
-            out = []
-            for b, (ids, n, task) in enumerate(windows):
-                target = torch.tensor(ids[-n:], device=self.device)
-                if generation_path:
-                    z = logits[b, first[b]:first[b] + n].float()
-                    self.iterations[task] += loops[b, first[b]:first[b] + n].tolist()
-                else:  # the head outside autocast, in the weights' precision: bf16 logits would round the scores
-                    with torch.autocast(x.device.type, enabled=False):
-                        z = self.model.lm_head(h[b, first[b]:first[b] + n].to(self.model.lm_head.weight.dtype))
-                logp = F.log_softmax(z, dim=-1)
-                out.append((logp.gather(1, target[:, None]).sum().item(), bool((z.argmax(-1) == target).all())))
-            return out
+    @torch.no_grad()
+    def score_batch(self, windows, generation_path):
+        T = max(len(ids) for ids, _, _ in windows) - 1
+        x = torch.zeros((len(windows), T), dtype=torch.long)
+        for b, (ids, _, _) in enumerate(windows):
+            x[b, :len(ids) - 1] = torch.tensor(ids[:-1])
+        x = x.to(self.device)
+        with self.ctx:
+            if generation_path:  # the context in one pass, then one token at a time (engine.teacher_forced)
+                n_prompt = len(windows[0][0]) - 1 - windows[0][1]
+                logits, loops = teacher_forced(self.model, x, n_prompt, self.exit, self.kv_budget)
+                first = [0] * len(windows)  # the scored positions start the returned ones
+            else:
+                h = self.model.transformer.ln_f(self.model.body(self.model.embed(x)))  # (B, T, C)
+                logits, loops = None, None
+                first = [len(ids) - 1 - n for ids, n, _ in windows]
+        out = []
+        for b, (ids, n, task) in enumerate(windows):
+            target = torch.tensor(ids[-n:], device=self.device)
+            if generation_path:
+                z = logits[b, first[b]:first[b] + n].float()
+                self.iterations[task] += loops[b, first[b]:first[b] + n].tolist()
+            else:  # the head outside autocast, in the weights' precision: bf16 logits would round the scores
+                with torch.autocast(x.device.type, enabled=False):
+                    z = self.model.lm_head(h[b, first[b]:first[b] + n].to(self.model.lm_head.weight.dtype))
+            logp = F.log_softmax(z, dim=-1)
+            out.append((logp.gather(1, target[:, None]).sum().item(), bool((z.argmax(-1) == target).all())))
+        return out
 
-        # --- generation ---
+    # --- generation ---
 
-        def generate_until(self, requests, disable_tqdm=False):
-            """Our generation (engine.stream, with the KV cache) from each context, until one of the
-            task's stop strings (and end of text) or max_gen_toks tokens; greedy unless the task
-            asks to sample. Contexts of one length and settings are generated together."""
-            groups = defaultdict(list)
-            for i, request in enumerate(requests):
-                context, kw = request.args
-                kw = dict(kw or {})
-                until = kw.pop('until', None) or []
-                until = [until] if isinstance(until, str) else list(until)
-                if self.tok.eot_token is not None:
-                    until.append(self.tok.decode([self.tok.eot_token]))
-                max_gen = kw.pop('max_gen_toks', 256)
-                ids = self.tok_encode(context)[-max(self.max_length - max_gen, 1):] or [self.eot_token_id]
-                sample = kw.pop('do_sample', False) and kw.get('temperature', 1.0) > 0
-                settings = (tuple(until), max_gen, kw.get('temperature', 1.0) if sample else 0.0,
-                            kw.get('top_k'), kw.get('top_p'))
-                groups[len(ids), settings].append((i, ids, request.task_name))
-            results = [None] * len(requests)
-            for (_, settings), members in groups.items():
-                for k in range(0, len(members), self.batch_size):
-                    batch = members[k:k + self.batch_size]
-                    for (i, _, _), text in zip(batch, self.generate_batch(batch, *settings)):
-                        results[i] = text
-            return results
+    def generate_until(self, requests, disable_tqdm=False):
+        """Our generation (engine.stream, with the KV cache) from each context, until one of the
+        task's stop strings (and end of text) or max_gen_toks tokens; greedy unless the task
+        asks to sample. Contexts of one length and settings are generated together."""
+        groups = defaultdict(list)
+        for i, request in enumerate(requests):
+            context, kw = request.args
+            kw = dict(kw or {})
+            until = kw.pop('until', None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            if self.tok.eot_token is not None:
+                until.append(self.tok.decode([self.tok.eot_token]))
+            max_gen = kw.pop('max_gen_toks', 256)
+            ids = self.tok_encode(context)[-max(self.max_length - max_gen, 1):] or [self.eot_token_id]
+            sample = kw.pop('do_sample', False) and kw.get('temperature', 1.0) > 0
+            settings = (tuple(until), max_gen, kw.get('temperature', 1.0) if sample else 0.0,
+                        kw.get('top_k'), kw.get('top_p'))
+            groups[len(ids), settings].append((i, ids, request.task_name))
+        results = [None] * len(requests)
+        for (_, settings), members in groups.items():
+            for k in range(0, len(members), self.batch_size):
+                batch = members[k:k + self.batch_size]
+                for (i, _, _), text in zip(batch, self.generate_batch(batch, *settings)):
+                    results[i] = text
+        return results
 
-        def generate_batch(self, batch, until, max_gen, temperature, top_k, top_p):
-            idx = torch.tensor([ids for _, ids, _ in batch], device=self.device)
-            new, texts, done = [[] for _ in batch], [''] * len(batch), [False] * len(batch)
-            with self.ctx:
-                for tokens, loops in stream(self.model, idx, max_gen, temperature, top_k, top_p,
-                                            exit=self.exit, kv_budget=self.kv_budget):
-                    tokens = tokens[:, 0].tolist()  # one wait for the device per step, not one per row
-                    loops = loops.tolist() if loops is not None else [self.model.n_loop] * len(batch)
-                    for b, (_, _, task) in enumerate(batch):
-                        if done[b]:
-                            continue
-                        new[b].append(tokens[b])
-                        self.iterations[task].append(loops[b])
-                        texts[b] = self.tok_decode(new[b])
-                        done[b] = any(s in texts[b] for s in until)
-                    if all(done):
-                        break
-            return [min((t.split(s)[0] for s in until if s in t), key=len, default=t) for t in texts]
-
-    return LoopLM
+    def generate_batch(self, batch, until, max_gen, temperature, top_k, top_p):
+        idx = torch.tensor([ids for _, ids, _ in batch], device=self.device)
+        new, texts, done = [[] for _ in batch], [''] * len(batch), [False] * len(batch)
+        with self.ctx:
+            for tokens, loops in stream(self.model, idx, max_gen, temperature, top_k, top_p,
+                                        exit=self.exit, kv_budget=self.kv_budget):
+                tokens = tokens[:, 0].tolist()  # one wait for the device per step, not one per row
+                loops = loops.tolist() if loops is not None else [self.model.n_loop] * len(batch)
+                for b, (_, _, task) in enumerate(batch):
+                    if done[b]:
+                        continue
+                    new[b].append(tokens[b])
+                    self.iterations[task].append(loops[b])
+                    texts[b] = self.tok_decode(new[b])
+                    done[b] = any(s in texts[b] for s in until)
+                if all(done):
+                    break
+        return [min((t.split(s)[0] for s in until if s in t), key=len, default=t) for t in texts]
 
 
 # -----------------------------------------------------------------------------
@@ -380,7 +385,6 @@ def evaluate(c, argv):
         raise EvalError(f"include_path {c['include_path']!r} is not a folder: give the folder of your task YAML files.")
     manager = task_manager(lm_eval, names, paths)
     load_tasks(manager, names)
-    LoopLM = make_lm_class()
     runs = {}
     for n in n_loops(c):
         set_n_loop(model, n)

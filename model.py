@@ -39,8 +39,8 @@ class GPTConfig:
     n_prelude: int = 0       # LoopGPT: unshared blocks before the loop
     n_coda: int = 0          # LoopGPT: unshared blocks after the loop
     learn_gates: bool = True # LoopGPT: False freezes the gates at 1 (ablation)
-    input_injection: bool = False  # LoopGPT: feed x_0 into every iteration (LoopGPT.loop)
-    loop_norm: bool = False        # LoopGPT: a LayerNorm on the state after every iteration (LoopGPT.loop)
+    input_injection: bool = False  # LoopGPT: feed x_0 into every iteration (LoopGPT.loop_input)
+    loop_norm: bool = False        # LoopGPT: a LayerNorm on the state after every iteration (LoopGPT.norm_state)
     loop_sampling: str = 'fixed'   # LoopGPT training: 'fixed' n_loop, or 'poisson' (LoopGPT.draw_n_loop)
     bptt_loops: int = 0            # LoopGPT training: backprop through the last k iterations only; 0: all
 
@@ -293,9 +293,9 @@ class LoopGPT(GPT):
         super().__init__(config)
         self.transformer.prelude = nn.ModuleList([Block(config) for _ in range(config.n_prelude)])
         self.transformer.coda = nn.ModuleList([Block(config) for _ in range(config.n_coda)])
-        if config.input_injection:  # W = [W_h W_x]: (C, 2C), see loop()
+        if config.input_injection:  # W = [W_h W_x]: (C, 2C), see loop_input()
             self.transformer.inject = nn.Linear(2 * config.n_embd, config.n_embd, bias=False)
-        if config.loop_norm:  # one norm for every iteration, as the blocks are shared: see loop()
+        if config.loop_norm:  # one norm for every iteration, as the blocks are shared: see norm_state()
             self.transformer.ln_loop = nn.LayerNorm(config.n_embd, bias=config.bias)
         # gates a_0 .. a_N, one vector in R^C each, starting at 1 (an ungated residual loop)
         self.gates = nn.Parameter(torch.ones(config.n_loop + 1, config.n_embd),
@@ -318,24 +318,50 @@ class LoopGPT(GPT):
         h = self.loop(x, kv_cache, N)
         return self.run_blocks(self.transformer.coda, h, kv_cache, self.config.n_prelude)  # after the prelude's slots
 
-    def loop(self, x, kv_cache=None, n_loop=None, states=None):
+    def loop(self, x, kv_cache=None, n_loop=None, states=None, h=None, start=1):
         """The loop of the paper, x (B, T, C) -> h_N (B, T, C), N = n_loop or self.n_loop:
 
             h_0 = a_0 ⊙ x_0
             h_n = h_{n-1} + a_n ⊙ f(h_{n-1}),   f(h) = B(h) - h,   n = 1 .. N
 
-        B is the stack of shared blocks. Unrolled, h_N = a_0 ⊙ x_0 + Σ_n a_n ⊙ f(h_{n-1}).
-        With every a_n = 1 this is B applied N times, i.e. a GPT of N * n_layer blocks.
+        B is the stack of shared blocks, a_n = gate(n) the learned gate vector of iteration n.
+        Unrolled, h_N = a_0 ⊙ x_0 + Σ_n a_n ⊙ f(h_{n-1}). With every a_n = 1 this is B applied
+        N times, i.e. a GPT of N * n_layer blocks. The extensions, all off by default, each
+        change one step of the loop and are described with it, below: input_injection
+        (loop_input: what B sees), loop_norm (norm_state), bptt_loops (grad_mode).
 
-        input_injection=True feeds the input x_0 to every iteration, through a learned
-        W = [W_h W_x] (C x 2C) that starts as [I 0], i.e. as the rule above:
+        If `states` is a list, h_0 .. h_N are appended to it. `h` and `start` resume the loop
+        at iteration `start` from h = h_{start-1} (iterate: engine.py's per-token exit)."""
+        N = n_loop or self.n_loop
+        if h is None:
+            h = self.gate(0) * x                                # h_0 = a_0 ⊙ x_0
+            if states is not None:
+                states.append(h)
+        for n in range(start, N + 1):
+            with self.grad_mode(n, N):                          # no gradient before the last bptt_loops
+                u = self.loop_input(h, x)                       # h_{n-1}, or W [h_{n-1}; x_0]
+                b = self.run_blocks(self.transformer.h, u, kv_cache, self.first_slot(n))  # B(u)
+                h = h + self.gate(n) * (b - h)                  # the paper's update: h_{n-1} + a_n ⊙ f(h_{n-1})
+                h = self.norm_state(h)                          # LN(h_n) with loop_norm, else h_n
+            if states is not None:
+                states.append(h)
+        return h
 
-            f(h) = B(W_h h + W_x x_0) - h
+    # --- the loop's extensions, each one step of loop() ---
+
+    def loop_input(self, h, x):
+        """What the blocks see, u = h_{n-1} as in the paper. input_injection=True feeds the
+        input x_0 to every iteration, through a learned W = [W_h W_x] (C x 2C) that starts as
+        [I 0], i.e. as the paper's rule:
+
+            u = W_h h_{n-1} + W_x x_0,   f(h) = B(W_h h + W_x x_0) - h
 
         With gates at 1 this is Huginn's recurrence h_n = B(W [h_{n-1}; x_0]): the state can
-        settle at a fixed point that depends on x_0, so more iterations need not drift away.
+        settle at a fixed point that depends on x_0, so more iterations need not drift away."""
+        return self.transformer.inject(torch.cat((h, x), dim=-1)) if self.config.input_injection else h
 
-        loop_norm=True normalises the state after every iteration, with one LayerNorm shared
+    def norm_state(self, h):
+        """loop_norm=True normalises the state after every iteration, with one LayerNorm shared
         by all of them (transformer.ln_loop, with the model's bias setting):
 
             h_n = LN(h_{n-1} + a_n ⊙ f(h_{n-1}))
@@ -344,30 +370,19 @@ class LoopGPT(GPT):
         LayerNorm's output instead of growing (or shrinking) with each added update. h_0 is
         left at the embeddings' scale, the input every GPT block stack starts from; the coda
         and ln_f follow h_N as for every model. LayerNorm rather than RMSNorm: it is the
-        norm of every other place in GPT-2, and one kind of norm keeps the model simple.
+        norm of every other place in GPT-2, and one kind of norm keeps the model simple."""
+        return self.transformer.ln_loop(h) if self.config.loop_norm else h
 
-        bptt_loops = k > 0 (training only): iterations 1 .. N-k run without gradient, so
-        backward, and the activations it keeps, cover only the last k iterations.
-        If `states` is a list, h_0 .. h_N are appended to it."""
-        N = n_loop or self.n_loop
+    def grad_mode(self, n, N):
+        """bptt_loops = k > 0 (training only): iterations 1 .. N-k run without gradient, so
+        backward, and the activations it keeps, cover only the last k iterations."""
         k = self.config.bptt_loops
-        no_grad_until = N - k if k and torch.is_grad_enabled() else 0
-        h = self.gate(0) * x
-        if states is not None:
-            states.append(h)
-        for n in range(1, N + 1):
-            with torch.no_grad() if n <= no_grad_until else nullcontext():
-                h = self.iterate(h, x, n, kv_cache)
-            if states is not None:
-                states.append(h)
-        return h
+        return torch.no_grad() if k and n <= N - k and torch.is_grad_enabled() else nullcontext()
 
     def iterate(self, h, x, n, kv_cache=None):
-        """Iteration n of the loop: h_{n-1} (B, T, C) -> h_n, by the rule in `loop`."""
-        u = self.transformer.inject(torch.cat((h, x), dim=-1)) if self.config.input_injection else h
-        b = self.run_blocks(self.transformer.h, u, kv_cache, self.first_slot(n))  # B(u)
-        h = h + self.gate(n) * (b - h)
-        return self.transformer.ln_loop(h) if self.config.loop_norm else h
+        """Iteration n of the loop alone: h_{n-1} (B, T, C) -> h_n, for a caller that steps
+        through the loop itself (engine.step_with_exit)."""
+        return self.loop(x, kv_cache, n, h=h, start=n)
 
     def first_slot(self, n):
         """The KV cache slot of iteration n's first block. Slots number the attention calls of a

@@ -5,7 +5,7 @@ with np.memmap (the format: dataformat.py).
     python prepare.py openwebtext                 # the paper's data: Hugging Face datasets + GPT-2 BPE
     python prepare.py stdlib                      # offline: this Python's stdlib sources, byte-level
     python prepare.py text --input a.txt b.txt    # your own text files (GPT-2 BPE, or --tokenizer bytes)
-    python prepare.py hops --nodes 8 --hops 4     # offline, synthetic: multi-hop pointer chasing (hops.py)
+    python prepare.py hops --nodes 8 --hops 4     # offline, synthetic: multi-hop pointer chasing (tasks/hops.py)
 
 Each dataset ends up in data/NAME/ (NAME = the dataset, or --out_name): train.bin, val.bin
 and meta.json. Read from the top, this file is the OpenWebText path, as nanoGPT's
@@ -32,10 +32,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-import hops
-import nextline
 from dataformat import DATA_DIR, SPLITS, DataError, incomplete
-from tokenizer import ByteTokenizer, TiktokenTokenizer, get_tokenizer
+from tasks import hops, nextline
+from tokenizer import ByteTokenizer, HopsTokenizer, TiktokenTokenizer, get_tokenizer
 
 DATASETS = ("stdlib", "text", "openwebtext", "hops")
 OWT_REPO = "Skylion007/openwebtext"
@@ -312,7 +311,7 @@ PREPARE = {"stdlib": prepare_stdlib, "text": prepare_text, "openwebtext": prepar
 
 
 def write_stdlib_task(args, out_dir):
-    """eval.py's offline benchmark (nextline.py), from the val files, into out_dir/tasks/."""
+    """eval.py's offline benchmark (tasks/nextline.py), from the val files, into out_dir/tasks/."""
     _, val = split_files(stdlib_files()[1], args.val_fraction, args.seed)
     texts = []
     for path in val:
@@ -484,7 +483,7 @@ def run(argv=None, tokenizer=None):
     args = parse_args(argv)
     tok = _as_tokenizer(tokenizer) if tokenizer is not None else None
     if args.dataset == "hops":
-        tok = hops.HopsTokenizer(args.nodes, args.hops)
+        tok = HopsTokenizer(args.nodes, args.hops)
     tok_name = tok.name if tok else args.tokenizer
     # check the inputs before anything slow happens (loading the BPE, the skip check)
     if args.dataset == "text":

@@ -32,9 +32,9 @@ import time
 
 import torch
 
-from checkpoint import (DTYPES, HF_NAMES, CheckpointError, autocast_context, default_device, default_dtype,
-                        device_type_of, load_model, load_tokenizer, set_n_loop)
+from checkpoint import HF_NAMES, CheckpointError, load_model, load_tokenizer, set_n_loop
 from configurator import ConfigError, answer_help, config_keys, configure
+from device import DTYPES, autocast_context, default_device, default_dtype, device_type_of
 from engine import ExitRule, KVCache, generate
 from model import LoopGPT
 
@@ -55,7 +55,7 @@ n_loop = None            # LoopGPT only: loop iterations at test time (None: as 
 exit_threshold = 0.0     # LoopGPT: each new token stops iterating once its criterion < this (Huginn: 5e-4); 0: off
 exit_min_loops = 1       # with exit: iterations every token runs at least
 exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}) of successive read-outs, or 'entropy', H(p_n)
-use_cache = True         # KV cache: the same tokens as without it, faster (bench.py measures by how much)
+use_cache = True         # KV cache: the same tokens as without it, faster (tools/bench.py measures by how much)
 kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration.
                          # 1: each token's last keys and values (drawn-depth models), 2: first + latest
 seed = 1337

@@ -213,6 +213,27 @@ def test_readout_after_last_iteration_is_the_model_loss():
     assert losses[-1] == pytest.approx(model(idx, targets)[1].item(), abs=1e-6)
 
 
+@pytest.mark.parametrize('kw', [{}, dict(input_injection=True, loop_norm=True)])
+def test_iterating_one_step_at_a_time_is_the_loop(kw):
+    """iterate, with which engine.py's per-token exit steps through the loop, resumes loop() at
+    iteration n: one iteration at a time gives loop's states h_1 .. h_N exactly, past the
+    trained count too."""
+    model = make(LoopGPT, n_loop=3, **kw)
+    randomize_gates(model)
+    if 'inject' in model.transformer:  # away from [I 0], so that x_0 takes part
+        with torch.no_grad():
+            model.transformer.inject.weight.add_(torch.randn_like(model.transformer.inject.weight) * 0.1)
+    x0 = model.embed(random_idx())
+    states = []
+    with torch.no_grad():
+        model.loop(x0, n_loop=5, states=states)
+        h = model.gate(0) * x0
+        assert torch.equal(h, states[0])
+        for n in range(1, 6):
+            h = model.iterate(h, x0, n)
+            assert torch.equal(h, states[n]), n
+
+
 def test_test_time_n_loop():
     model = make(LoopGPT, n_loop=2)
     randomize_gates(model)

@@ -3,7 +3,7 @@ Tokenizers by the name meta.json gives them: get_tokenizer(meta["tokenizer"]).
 
     bytes     UTF-8 bytes are the tokens: vocab 256, no end-of-text token, nothing to download
     gpt2      GPT-2's BPE through tiktoken (50257 tokens, EOT 50256); downloaded once by tiktoken
-    hops-K-H  the hops task's words (hops.py)
+    hops-K-H  the hops task's words (tasks/hops.py writes the task)
 
 Each has .name, .vocab_size, .eot_token (None if there is none), .encode(text) -> ids and
 .decode(ids) -> text.
@@ -14,7 +14,6 @@ import re
 import numpy as np
 
 from dataformat import DataError
-from hops import HopsTokenizer
 
 
 class ByteTokenizer:
@@ -49,6 +48,55 @@ class TiktokenTokenizer:
 
     def decode(self, ids):
         return self.enc.decode(np.asarray(ids).tolist())
+
+
+class HopsTokenizer:
+    """The tokens of the hops dataset, written as words: "3>5" is the edge 3 -> 5, "2h" asks
+    for 2 hops, "3" is node 3. Ids: nodes 0..K-1, hop counts K..K+H-1, then the K*K edges."""
+    eot_token = None
+
+    def __init__(self, nodes, hops):
+        self.nodes, self.hops = nodes, hops
+        self.name = f"hops-{nodes}-{hops}"
+        self.vocab_size = nodes + hops + nodes * nodes
+
+    def hop(self, h):
+        return self.nodes + h - 1
+
+    def edge(self, x, y):
+        return self.nodes + self.hops + x * self.nodes + y
+
+    def encode(self, text):
+        ids = []
+        for word in text.split():
+            try:
+                if ">" in word:
+                    x, y = (int(v) for v in word.split(">"))
+                    assert 0 <= x < self.nodes and 0 <= y < self.nodes
+                    ids.append(self.edge(x, y))
+                elif word.endswith("h"):
+                    assert 1 <= int(word[:-1]) <= self.hops
+                    ids.append(self.hop(int(word[:-1])))
+                else:
+                    assert 0 <= int(word) < self.nodes
+                    ids.append(int(word))
+            except (ValueError, AssertionError):
+                raise ValueError(f"{word!r} is not a hops token: write edges as x>y, hop counts as 1h..{self.hops}h "
+                                 f"and nodes as 0..{self.nodes - 1}") from None
+        return ids
+
+    def decode(self, ids):
+        K, H = self.nodes, self.hops
+        words = []
+        for i in np.asarray(ids).tolist():
+            if i < K:
+                words.append(str(i))
+            elif i < K + H:
+                words.append(f"{i - K + 1}h")
+            else:
+                x, y = divmod(i - K - H, K)
+                words.append(f"{x}>{y}")
+        return " ".join(words)
 
 
 def get_tokenizer(name):

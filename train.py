@@ -36,11 +36,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (DTYPES, CheckpointError, autocast_context, default_device, default_dtype,
-                        device_defaults, device_type_of, load_checkpoint, model_from_checkpoint,
-                        peak_flops_of, save_checkpoint)
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, answer_groups, answer_hits, load_meta
+from device import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
+                    peak_flops_of)
 from model import GPT, Block, build_model
 
 answer_help(__file__, sys.argv[1:])  # --help: the docstring and the keys below, before they are computed
@@ -357,7 +357,7 @@ if master_process:
         print(f"note: with bptt_loops=0 a step backpropagates through every drawn iteration: a rare draw at the "
               f"cap, {cap} loops, keeps 4x the loop activations of a step at n_loop={n_loop}, and may run out of "
               f"memory hours into the run. bptt_loops=k bounds it (memory grows with k, not with the draw); "
-              f"python bench.py CONFIG --batch_size={batch_size} --loop_counts={n_loop},{cap} measures both peaks.")
+              f"python -m tools.bench CONFIG --batch_size={batch_size} --loop_counts={n_loop},{cap} measures both peaks.")
 
 # --- optimizer and fp16 gradient scaler ---
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -382,7 +382,7 @@ if compile:
         for module in raw_model.modules():
             if isinstance(module, Block):
                 module.compile()
-    if master_process and ddp and dropout > 0:  # README, "Several GPUs"
+    if master_process and ddp and dropout > 0:  # docs/training.md, "Several GPUs"
         print("note: under DDP, compile=True splits the compiled graph at DDP's gradient buckets and each piece "
               "draws its own dropout seeds: on CUDA the dropout masks, and so the losses, then depend on the "
               "number of processes (alike in distribution, not equal). compile=False or dropout=0 gives the "

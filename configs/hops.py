@@ -2,7 +2,7 @@
 # following 1 to 4 hops through a random cycle of 8 nodes; about 3.5 CPU minutes. It
 # learns 1 hop, 2 hops on some seeds only (val accuracy 0.57 with this seed, 0.996 with
 # seed 1338; add --loop_sampling=poisson for 0.97 on both), 3 and 4 hops only partly:
-# see README, Loop science. experiments.py --dataset=hops trains it next to its twins,
+# see results/README.md, study 1. python -m experiments.hops trains it next to its twins,
 # with the same settings as here.
 #   python prepare.py hops && python train.py configs/hops.py
 #   python sample.py --out_dir=out-hops --start="1>2 6>5 4>7 2>3 3>6 0>4 7>1 5>0 2h 1" \

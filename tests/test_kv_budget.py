@@ -2,22 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
-import kv_budget
 from configurator import ConfigError
+from conftest import tiny_loop
 from engine import KVCache
-from model import GPTConfig, LoopGPT
-from studies import generation_scores
-
-
-def tiny_loop(**kw):
-    torch.manual_seed(0)
-    model = LoopGPT(GPTConfig(block_size=12, vocab_size=32, n_layer=1, n_head=2, n_embd=16, n_loop=2, **kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
+from experiments import kv_budget
+from experiments.common import generation_scores
 
 
 def windows(B=3, T=12):
@@ -26,7 +16,7 @@ def windows(B=3, T=12):
 
 
 def test_the_two_rules_fold_iterations_into_groups():
-    model = tiny_loop()
+    model = tiny_loop(noise=0.3)
     model.n_loop = 5
     ours, mod = KVCache(model, 1, 12, 2), kv_budget.ModCache(model, 1, 12, 2)
     assert [ours.group(n) for n in range(1, 6)] == [1, 2, 2, 2, 2]  # first + latest
@@ -35,7 +25,7 @@ def test_the_two_rules_fold_iterations_into_groups():
 
 
 def test_points_of_a_drawn_model():
-    model, data = tiny_loop(loop_sampling='poisson'), windows()
+    model, data = tiny_loop(noise=0.3, loop_sampling='poisson'), windows()
     pts = kv_budget.points(model, data, None, [1, 2, 3], exit_threshold=0.5, drawn=True)
     assert model.n_loop == 2  # restored
     key = {(p['n_loop'], p['kv_budget'], p['rule'], p['exit']): p for p in pts}

@@ -2,8 +2,8 @@
 The bounded KV cache: what keeping k groups of a loop's keys and values costs, instead of one
 group per iteration (engine.KVCache, kv_budget = k: iterations 1 .. k-1 keep their own group,
 iterations k, k+1, ... share the last). Measured through the path generation takes (teacher-
-forced, one token at a time through the cache, as adaptive_depth.py measures), on the models of
-the recurrent-depth studies (studies.py trains what is missing with experiments.py):
+forced, one token at a time through the cache, as experiments.exit measures), on the models of
+the recurrent-depth studies (experiments/common.py trains what is missing with experiments.depth):
 
     stdlib   2⊗2 on stdlib: loop counts fixed, drawn (mean 2), drawn + input injection
     hops     1⊗2 on the hops task, the same three, with answer accuracy
@@ -15,8 +15,8 @@ with per-token exit (kl < exit_threshold); next to each, the cache's memory. The
 iteration n in group (n - 1) mod k + 1 (looped-lm-scaling's kv_budget), is measured beside
 ours at the same k (without exit).
 
-    python kv_budget.py                               # trains what is missing (long on a CPU), then measures
-    python kv_budget.py --out_dir=results/kv-budget   # what is committed
+    python -m experiments.kv_budget                               # trains what is missing (long on a CPU), then measures
+    python -m experiments.kv_budget --out_dir=results/kv_budget   # what is committed
 
 Writes out_dir/results.json (every point of every run and seed), results.md and kv_budget.png
 (with matplotlib).
@@ -35,23 +35,23 @@ from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
 from engine import ExitRule, KVCache
-from studies import (SEEDS, STUDIES, RunError, by_study, eval_windows, generation_scores, load_run, plot_studies,
-                     train_study)
+from experiments.common import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
+from experiments.report import by_study, plot_studies
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
 
 # -----------------------------------------------------------------------------
 studies = 'stdlib,hops,deep'             # which of RUNS to measure, in this order
-out_dir = 'experiments-out/kv-budget'    # results.json, results.md, kv_budget.png
-runs_root = 'experiments-out'            # experiments.py writes DIR/ (its results) and DIR-runs/ (the runs)
+out_dir = 'experiments-out/kv_budget'    # results.json, results.md, kv_budget.png
+runs_root = 'experiments-out'            # experiments.depth writes DIR/ (its results) and DIR-runs/ (the runs)
 data_dir = 'data'
 budgets = '1,2,3'                        # the k to measure, next to the full cache
 exit_threshold = 0.01                    # per-token exit at N: kl < this (0: measure without exit only)
 eval_tokens = 8192                       # val tokens per point (the same windows for every model)
 batch_size = 64                          # windows evaluated together
-experiment_args = ''                     # more --key=value for every experiments.py call, e.g. '--jobs=1'
-run_experiments = True                   # False: measure the runs already in runs_root, without experiments.py
+experiment_args = ''                     # more --key=value for every experiments.depth call, e.g. '--jobs=1'
+run_experiments = True                   # False: measure the runs already in runs_root, without experiments.depth
 threads = 0                              # torch threads; 0: torch's default
 # -----------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ def report(info, results):
              f"kB: the keys and values of one sequence of block_size tokens in bf16: loop groups × n_layer slots "
              f"(plus the prelude's and coda's)."]
     for study, runs in by_study(results).items():
-        parts.append(f"## {study} (experiments.py {' '.join(STUDIES[study][1])})")
+        parts.append(f"## {study} (experiments.depth {' '.join(STUDIES[study][1])})")
         parts += [run_table(results, study, run, info['exit_threshold']) for run in runs]
     return '\n\n'.join(parts) + '\n'
 
@@ -242,7 +242,7 @@ def main(c):
     for name in names:
         runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
         results.update(measure(name, runs_dir, c))
-    info = dict(command=' '.join(['python kv_budget.py'] + [shlex.quote(a) for a in sys.argv[1:]]),
+    info = dict(command=' '.join(['python -m experiments.kv_budget'] + [shlex.quote(a) for a in sys.argv[1:]]),
                 machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
                 wall_s=time.time() - t0, eval_tokens=c['eval_tokens'], exit_threshold=c['exit_threshold'])
     os.makedirs(c['out_dir'], exist_ok=True)

@@ -26,7 +26,7 @@ from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, 
 from engine import KVCache, generate, sample_next
 from model import GPT, GPTConfig, LoopGPT
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 PHRASE = "hello world! "
 
 # -----------------------------------------------------------------------------
@@ -470,7 +470,7 @@ def test_hf_directory_loads_with_the_gpt2_tokenizer(tmp_path, monkeypatch):
 
 
 def test_bench_twins_have_the_same_params_and_the_same_flops():
-    import bench
+    from tools import bench
     config = {**bench.config_keys(vars(bench)), 'n_layer': 2, 'n_loop': 3, 'n_prelude': 1, 'n_coda': 1,
               'n_embd': 32, 'n_head': 2, 'block_size': 32}
     (_, _, p_args, _), (label, _, l_args, _), (_, _, d_args, _) = bench.models_to_run(config)
@@ -484,7 +484,7 @@ def test_bench_twins_have_the_same_params_and_the_same_flops():
 
 
 def test_bench_prints_a_table():
-    r = subprocess.run([sys.executable, 'bench.py', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
+    r = subprocess.run([sys.executable, '-m', 'tools.bench', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
                         '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
                         '--gen_tokens=40', '--rounds=1', '--exit_threshold=1e-3'], cwd=ROOT, capture_output=True,
                        text=True)
@@ -505,7 +505,7 @@ def test_bench_prints_a_table():
 
 
 def test_bench_trains_at_each_drawn_loop_count():
-    r = subprocess.run([sys.executable, 'bench.py', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
+    r = subprocess.run([sys.executable, '-m', 'tools.bench', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
                         '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
                         '--rounds=1', '--loop_counts=1,2,3', '--bptt_loops=2'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -515,7 +515,7 @@ def test_bench_trains_at_each_drawn_loop_count():
                                         '| LoopGPT 1L, 3 loops, backprop through 2']
     assert len(rows[0]) == 8  # no inference columns
     model = LoopGPT(GPTConfig(block_size=32, vocab_size=256, n_layer=1, n_head=2, n_embd=32, n_loop=2, bptt_loops=2))
-    import bench
+    from tools import bench
     assert [row[2] for row in rows] == [bench.si(model.flops_per_token(n_loop=n)) for n in (1, 2, 3)]
     assert 'LoopGPT / same-params GPT' not in r.stdout  # three rows, but no twins to compare with
     # and each training step really runs that count: every forward of a row's bench_one is given it

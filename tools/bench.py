@@ -3,11 +3,11 @@ What looping costs, measured in one run: a LoopGPT next to its two GPT twins,
 the GPT with the same parameters (its blocks used once) and the GPT with the same
 depth (as many blocks as the loop runs), on synthetic data.
 
-    python bench.py                          # configs/tiny.py's model and its twins (2-core CPU: ~1 min)
-    python bench.py configs/loop6.py --batch_size=12   # loop6 next to gpt6 and the 12-layer GPT-2
-    python bench.py --n_layer=2 --n_loop=4 --gen_batch=10
-    python bench.py --loop_counts=2,4,8,16 --bptt_loops=2  # recurrent-depth training: cost vs drawn count
-    python bench.py --exit_threshold=5e-4    # also: generation with per-token exit, and at each fixed count
+    python -m tools.bench                          # configs/tiny.py's model and its twins (2-core CPU: ~1 min)
+    python -m tools.bench configs/loop6.py --batch_size=12   # loop6 next to gpt6 and the 12-layer GPT-2
+    python -m tools.bench --n_layer=2 --n_loop=4 --gen_batch=10
+    python -m tools.bench --loop_counts=2,4,8,16 --bptt_loops=2  # recurrent-depth training: cost vs drawn count
+    python -m tools.bench --exit_threshold=5e-4    # also: generation with per-token exit, and at each fixed count
 
 Config files given on the command line describe the model: only their model keys
 (n_layer, n_head, n_embd, n_loop, n_prelude, n_coda, bias, block_size) and dataset
@@ -52,9 +52,9 @@ import time
 
 import torch
 
-from checkpoint import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
-                        peak_flops_of)
 from configurator import ConfigError, answer_help, config_keys, configure, join_values
+from device import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
+                    peak_flops_of)
 from engine import ExitRule, KVCache, generate
 from model import build_model
 
@@ -95,7 +95,7 @@ rounds = 2               # each model is measured this many times, interleaved, 
 seed = 1337
 # -----------------------------------------------------------------------------
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'tiny.py')
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'tiny.py')
 MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'n_loop', 'n_prelude', 'n_coda', 'bias', 'block_size')
 
 
@@ -366,7 +366,7 @@ def main(argv):
     c['gen_tokens'] = c['gen_tokens'] or c['block_size'] - 1
     hardware = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' \
         else f"CPU, {c['threads'] or torch.get_num_threads()} threads"
-    print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'bench.py defaults'}; {hardware}, "
+    print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'tools/bench.py defaults'}; {hardware}, "
           f"torch {torch.__version__}, {c['dtype']}, compile={c['compile']}; "
           f"training: batch {c['batch_size']} x {c['block_size']}, median of {c['train_iters']} steps after "
           f"{c['warmup_iters']}" + ('' if c['loop_counts'] else

@@ -1,6 +1,6 @@
 """
 The hops task: multi-hop pointer chasing, a task that needs depth. `python prepare.py hops`
-writes it (the same bytes every time); train.py and experiments.py train and score it.
+writes it (the same bytes every time); train.py and experiments/ train and score it.
 
 One example, K nodes and Q queries (the defaults: K = 8, H = 4 hop counts, Q = 8), is
 K + 3Q = 32 tokens. The first training example, decoded:
@@ -23,55 +23,6 @@ use disjoint cycles, so a model cannot pass by remembering cycles.
 import numpy as np
 
 from dataformat import SPLITS, DataError
-
-
-class HopsTokenizer:
-    """The tokens of the hops dataset, written as words: "3>5" is the edge 3 -> 5, "2h" asks
-    for 2 hops, "3" is node 3. Ids: nodes 0..K-1, hop counts K..K+H-1, then the K*K edges."""
-    eot_token = None
-
-    def __init__(self, nodes, hops):
-        self.nodes, self.hops = nodes, hops
-        self.name = f"hops-{nodes}-{hops}"
-        self.vocab_size = nodes + hops + nodes * nodes
-
-    def hop(self, h):
-        return self.nodes + h - 1
-
-    def edge(self, x, y):
-        return self.nodes + self.hops + x * self.nodes + y
-
-    def encode(self, text):
-        ids = []
-        for word in text.split():
-            try:
-                if ">" in word:
-                    x, y = (int(v) for v in word.split(">"))
-                    assert 0 <= x < self.nodes and 0 <= y < self.nodes
-                    ids.append(self.edge(x, y))
-                elif word.endswith("h"):
-                    assert 1 <= int(word[:-1]) <= self.hops
-                    ids.append(self.hop(int(word[:-1])))
-                else:
-                    assert 0 <= int(word) < self.nodes
-                    ids.append(int(word))
-            except (ValueError, AssertionError):
-                raise ValueError(f"{word!r} is not a hops token: write edges as x>y, hop counts as 1h..{self.hops}h "
-                                 f"and nodes as 0..{self.nodes - 1}") from None
-        return ids
-
-    def decode(self, ids):
-        K, H = self.nodes, self.hops
-        words = []
-        for i in np.asarray(ids).tolist():
-            if i < K:
-                words.append(str(i))
-            elif i < K + H:
-                words.append(f"{i - K + 1}h")
-            else:
-                x, y = divmod(i - K - H, K)
-                words.append(f"{x}>{y}")
-        return " ".join(words)
 
 
 def check_settings(nodes, hops, queries, train_examples, val_examples):

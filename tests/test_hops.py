@@ -6,9 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 
-import hops
 import prepare
 from dataformat import SPLITS, DataError, answer_groups, load_meta
+from tasks import hops
+from tokenizer import HopsTokenizer
 
 
 def follow(edges, start, n_hops):
@@ -21,7 +22,7 @@ def follow(edges, start, n_hops):
 @pytest.mark.parametrize("split", SPLITS)
 def test_examples_are_cycles_with_the_right_answers(split):
     K, H, Q = 6, 3, 5
-    tok = hops.HopsTokenizer(K, H)
+    tok = HopsTokenizer(K, H)
     assert tok.name == "hops-6-3" and tok.vocab_size == K + H + K * K
     examples = hops.examples(tok, 300, Q, 0.1, seed=2357, split=split)
     assert examples.shape == (300, K + 3 * Q) and examples.max() < tok.vocab_size
@@ -44,7 +45,7 @@ def test_examples_are_cycles_with_the_right_answers(split):
 
 def test_train_and_val_cycles_are_disjoint_over_all_of_them():
     """With 5 nodes there are only 24 cycles: every one of them lands in exactly one split."""
-    tok = hops.HopsTokenizer(5, 2)
+    tok = HopsTokenizer(5, 2)
     seen = {s: {tuple(sorted(ex[:5].tolist())) for ex in hops.examples(tok, {"train": 2000, "val": 300}[s], 2,
                                                                         0.3, 2357, s)}  # the edge tokens
             for s in SPLITS}
@@ -60,7 +61,7 @@ def test_prepare_hops_writes_the_answer_layout_and_the_same_bytes(tmp_path):
     assert load_meta(out) == meta and meta["tokenizer"] == "hops-6-3" and meta["vocab_size"] == 6 + 3 + 36
     assert meta["answers"] == hops.answers(6, 3, 5) == {
         "example_len": 21, "groups": {"1 hop": [7, 16], "2 hops": [10, 19], "3 hops": [13]}}
-    tok = hops.HopsTokenizer(6, 3)
+    tok = HopsTokenizer(6, 3)
     for split, n in (("train", 3000), ("val", 500)):  # the file is the generator's examples, in order
         written = np.fromfile(out / f"{split}.bin", dtype=np.uint16).reshape(-1, 21)
         assert np.array_equal(written, hops.examples(tok, n, 5, 0.1, prepare.SEED, split))
@@ -79,7 +80,7 @@ def test_prepare_hops_writes_the_answer_layout_and_the_same_bytes(tmp_path):
 
 
 def test_tokenizer_names_the_words_it_takes():
-    tok = hops.HopsTokenizer(8, 4)
+    tok = HopsTokenizer(8, 4)
     assert tok.encode("1>2 2h 3") == [tok.edge(1, 2), tok.hop(2), 3] and tok.decode([tok.edge(7, 0)]) == "7>0"
     for bad in ("9>1", "5h", "8", "x"):
         with pytest.raises(ValueError, match="not a hops token: write edges as x>y, hop counts as 1h..4h"):

@@ -3,7 +3,7 @@ The GPU defaults, compile=True and bfloat16 autocast, under test on the CPU (ind
 C++ backend stands in for Triton): compiled training logs the losses of eager training (and
 dynamo's log shows model.py compiled, where the eager runs compile nothing), a checkpoint
 written by a compiled run resumes in eager, the KV cache agrees with the uncached forward
-under bf16, and gpu_check.py runs its checks (and without CUDA says so), failing one
+under bf16, and tools/gpu_check.py runs its checks (and without CUDA says so), failing one
 that hangs once its timeout has passed and going on to the next.
 
 Compiling is slow on a CPU (tens of seconds per graph, cached afterwards in
@@ -26,12 +26,13 @@ import numpy as np
 import pytest
 import torch
 
-import gpu_check
-from checkpoint import autocast_context, default_dtype, load_checkpoint
+from checkpoint import load_checkpoint
+from device import autocast_context, default_dtype
 from engine import KVCache
 from model import GPTConfig, LoopGPT
+from tools import gpu_check
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 N = 2  # iterations before the checkpoint; the eager run does 2N
 TINY = ['--dataset=check', '--n_layer=1', '--n_loop=2', '--n_head=2', '--n_embd=32', '--block_size=32',
         '--batch_size=4', '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--warmup_iters=0',
@@ -195,8 +196,7 @@ def test_bf16_is_the_default_only_where_the_gpu_has_it(monkeypatch):
 def test_gpu_check_without_cuda_says_so_and_exits_0():
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA')
-    p = subprocess.run([sys.executable, os.path.join(HERE, 'gpu_check.py')], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run([sys.executable, '-m', 'tools.gpu_check'], capture_output=True, text=True, timeout=120, cwd=HERE)
     assert p.returncode == 0 and p.stdout.count('\n') == 1 and 'no CUDA GPU' in p.stdout, p.stdout + p.stderr
 
 
@@ -250,9 +250,10 @@ def running(pid):
 def test_gpu_check_ends_a_check_that_hangs_and_runs_the_next(tmp_path, monkeypatch):
     """train.py stands in for one that hangs (a compile, a rendezvous): its output streams while it
     runs, its row fails once train_timeout has passed, it and what it started are ended, and the
-    next check (bench.py, standing in for itself) still runs."""
+    next check (tools/bench.py, standing in for itself) still runs."""
     (tmp_path / 'train.py').write_text(STUCK)
-    (tmp_path / 'bench.py').write_text("print('| a bench table |')\n")
+    (tmp_path / 'tools').mkdir()
+    (tmp_path / 'tools' / 'bench.py').write_text("print('| a bench table |')\n")
     monkeypatch.setattr(gpu_check, 'HERE', str(tmp_path))  # where it runs the scripts
     monkeypatch.delenv('PYTHONUNBUFFERED', raising=False)  # as in most shells: gpu_check must set it
     corpus = gpu_check.stdlib_corpus
@@ -266,10 +267,10 @@ def test_gpu_check_ends_a_check_that_hangs_and_runs_the_next(tmp_path, monkeypat
     failed, _ = out.when('| train (float32, compile=False) | FAIL | timed out after 4 s')
     assert started < failed - 2, text  # streamed while it ran, not printed once it had ended
     assert 3.5 < failed < 30, text
-    assert '| bench.py | PASS | table below |' in text and '\n| a bench table |\n' in text
+    assert '| tools/bench.py | PASS | table below |' in text and '\n| a bench table |\n' in text
     table = text[text.index('| check | result | detail |'):].splitlines()
     assert [line.split(' | ')[:2] for line in table[2:4]] == [['| train (float32, compile=False)', 'FAIL'],
-                                                                ['| bench.py', 'PASS']]
+                                                                ['| tools/bench.py', 'PASS']]
     assert code == 1
     assert ended(tmp_path / 'pids')
 
@@ -296,7 +297,7 @@ def test_ctrl_c_in_gpu_check_ends_the_check_it_runs(tmp_path, monkeypatch):
 def test_gpu_check_runs_its_checks_on_a_cpu():
     """The script a GPU user runs first, end to end on the CPU with configs/tiny.py's model:
     training, the cache check and 2-process DDP over gloo all pass."""
-    p = subprocess.run([sys.executable, os.path.join(HERE, 'gpu_check.py'), '--device=cpu',
+    p = subprocess.run([sys.executable, '-m', 'tools.gpu_check', '--device=cpu',
                         '--config=configs/tiny.py', '--steps=4', '--dtype=float32', '--compile=False',
                         '--gradient_accumulation_steps=2', '--batch_size=2', '--cache_tokens=8', '--bench=False'],
                        capture_output=True, text=True, timeout=600, cwd=HERE)

@@ -25,7 +25,7 @@ import prepare
 import tokenizer
 from dataformat import SPLITS, DataError, load_meta
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 DOCS = [
     "the cat sat on the mat\n",
     "",  # an empty document still gets its EOT

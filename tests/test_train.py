@@ -34,10 +34,11 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prepare
-from checkpoint import load_checkpoint, model_from_checkpoint, peak_flops_of
+from checkpoint import load_checkpoint, model_from_checkpoint
+from device import peak_flops_of
 from model import LoopGPT
 
-TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
+TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'train.py')
 N = 8  # iterations before the interruption; the full runs do 2N
 TINY = ['--dataset=stdlib', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
         '--gradient_accumulation_steps=4', '--dropout=0.1', '--learning_rate=1e-2', '--min_lr=1e-3',

@@ -2,8 +2,8 @@
 One command for the first person with a GPU: does the default GPU path (bf16 autocast,
 torch.compile, NCCL) work here, and how fast is it?
 
-    make gpu-check                        # = python gpu_check.py: configs/loop6.py on CUDA
-    python gpu_check.py --steps=50        # a longer training check
+    make gpu-check                        # = python -m tools.gpu_check: configs/loop6.py on CUDA
+    python -m tools.gpu_check --steps=50  # a longer training check
 
 On CUDA it runs four checks on configs/loop6.py's model (81M parameters, 6 blocks
 looped twice), on a corpus it writes itself (this Python's stdlib bytes as token ids,
@@ -15,7 +15,7 @@ so no download and a loss that falls within a few steps):
           logits within bf16 tolerance and the same greedy tokens, except at near-ties
           (the uncached top two within 1% of the largest logit)
   ddp     with 2 or more GPUs: torchrun with 2 processes logs the losses of 1 process
-  bench   bench.py on the config, one round and 256 generated tokens: the loop next to
+  bench   tools/bench.py on the config, one round and 256 generated tokens: the loop next to
           its same-params and same-depth GPTs
 
 Each check's output streams as it runs, every line prefixed with the check's name, and its
@@ -23,7 +23,7 @@ pass/fail row follows as soon as it ends; the whole table comes again at the end
 if a check fails). A check that runs past its timeout (train_timeout, ddp_timeout,
 bench_timeout: a compile, a rendezvous or NCCL's set-up that hangs) is ended with everything it
 started and fails with "timed out after N s", and the next check runs. Expect 4-6 minutes on
-one H100 or H200, 1.5-3 more with DDP (an estimate: README says how it was made). Without CUDA
+one H100 or H200, 1.5-3 more with DDP (an estimate: docs/gpu.md says how it was made). Without CUDA
 it says so in one line and exits 0.
 `--device=cpu --config=configs/tiny.py` runs the same checks on a CPU (DDP over gloo),
 which is how test_compile.py tests this script.
@@ -43,8 +43,9 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import autocast_context, device_type_of, load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, answer_help, config_keys, configure
+from device import autocast_context, device_type_of
 from engine import KVCache
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
@@ -59,14 +60,14 @@ steps = 30                    # training iterations of the train check
 gradient_accumulation_steps = 0  # 0: the config's (loop6: 40, ~0.5M tokens per iteration)
 batch_size = 0                # 0: the config's
 cache_tokens = 64             # generation steps compared in the cache check
-bench = True                  # run bench.py on the config too
-# seconds a check may run before it fails as hung: several times README's estimate (not yet measured) of each
+bench = True                  # run tools/bench.py on the config too
+# seconds a check may run before it fails as hung: several times docs/gpu.md's estimate (not yet measured) of each
 train_timeout = 900           # the train check: compile, `steps` iterations, evaluations and checkpoints
 ddp_timeout = 900             # the DDP check: torchrun's rendezvous, NCCL's set-up, compile in 2 processes
-bench_timeout = 900           # bench.py: 3 fresh processes, each compiling its model
+bench_timeout = 900           # tools/bench.py: 3 fresh processes, each compiling its model
 # -----------------------------------------------------------------------------
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root: scripts run there
 
 
 def stdlib_corpus(path, tokenizer, n_bytes=20_000_000):
@@ -235,16 +236,16 @@ def check_ddp(c, args, single_dir, ddp_dir):
 
 
 def check_bench(c, batch_size):
-    """bench.py on the config, cut to fit the check: one round (3 fresh processes, not 6) and
+    """tools/bench.py on the config, cut to fit the check: one round (3 fresh processes, not 6) and
     256 generated tokens, at the train check's batch size, whose kernels inductor may have
-    cached. `python bench.py CONFIG` measures in full."""
+    cached. `python -m tools.bench CONFIG` measures in full."""
     cut = ['--rounds=1', '--gen_tokens=256'] if device_type_of(c['device']) == 'cuda' else \
         ['--rounds=1', '--train_iters=2', '--gen_tokens=8']
-    p = run(['bench.py', c['config'], f"--device={c['device']}", f"--dtype={c['dtype']}",
+    p = run(['-m', 'tools.bench', c['config'], f"--device={c['device']}", f"--dtype={c['dtype']}",
              f"--compile={c['compile']}"] + cut + ([f'--batch_size={batch_size}'] if batch_size else []), 'bench',
             c['bench_timeout'])
     if p.returncode != 0:
-        return False, failure(p, 'bench.py', c['bench_timeout']), ''
+        return False, failure(p, 'tools/bench.py', c['bench_timeout']), ''
     return True, 'table below', p.stdout
 
 
@@ -285,7 +286,7 @@ def main(argv):
             report(rows, 'DDP, 2 processes', *check_ddp(c, args, single, os.path.join(tmp, 'ddp')))
         if c['bench']:
             ok, detail, bench_table = check_bench(c, c['batch_size'] or recipe.get('batch_size'))
-            report(rows, 'bench.py', ok, detail)
+            report(rows, 'tools/bench.py', ok, detail)
     print('\n| check | result | detail |\n| --- | --- | --- |\n' + '\n'.join(row(*r) for r in rows))
     if bench_table:
         print('\n' + bench_table)

@@ -81,7 +81,7 @@ def test_the_space_form_takes_the_next_word_as_the_value(tmp_path):
     assert config == dict(DEFAULTS, max_iters=10, dataset='stdlib', top_k=-1)  # the file came later
     with pytest.raises(ConfigError, match=r"^'--compile' has no value: write it as --compile=VALUE\.$"):
         configure(DEFAULTS, ['--compile', '--max_iters=3'])  # a word starting with -- is never a value
-    import bench  # which reads the model keys of its config files: a value is not a file
+    from tools import bench  # which reads the model keys of its config files: a value is not a file
     assert bench.get_config(['--n_layer', '3', '--device', 'cpu'])[0]['n_layer'] == 3
 
 
@@ -91,11 +91,15 @@ HELP = {
     'train.py': (['configs/tiny.py', '-h'], ['eval_interval = 2000', "init_from = 'scratch'", 'bptt_loops = 0',
                                             '# AdamW optimizer', 'device = default_device()']),
     'sample.py': (['--help'], ['max_new_tokens = 500', "ckpt = 'best'", 'top_p = None']),
-    'bench.py': (['--n_layer=3', '--help'], ['rounds = 2', "loop_counts = ''", '# inference benchmark']),
-    'experiments.py': (['--quick', '-h'], ["pairs = '1x2,2x2'", 'n_seeds = 2', '# the grid']),
-    'gpu_check.py': (['--help'], ['steps = 30', "config = 'configs/loop6.py'", 'cache_tokens = 64']),
-    'adaptive_depth.py': (['--studies=hops', '-h'], ["studies = 'stdlib,hops,deep,deep-hops'", 'batch_size = 64']),
-    'kv_budget.py': (['--help'], ["budgets = '1,2,3'", 'exit_threshold = 0.01']),
+    'tools/bench.py': (['--n_layer=3', '--help'], ['rounds = 2', "loop_counts = ''", '# inference benchmark']),
+    'tools/gpu_check.py': (['--help'], ['steps = 30', "config = 'configs/loop6.py'", 'cache_tokens = 64']),
+    'experiments/grid.py': (['--quick', '-h'], ["pairs = '1x2,2x2'", 'n_seeds = 2', '# the grid']),
+    'experiments/hops.py': (['--help'], ["pairs = '1x2,2x2'", "dataset = 'stdlib'"]),
+    'experiments/budget.py': (['--help'], ['n_seeds = 2', "budgets = ''"]),
+    'experiments/depth.py': (['--help'], ["recurrent = ''", 'loop_norm = False']),
+    'experiments/ablations.py': (['-h'], ["loop_counts = ''", 'ablations = False']),
+    'experiments/exit.py': (['--studies=hops', '-h'], ["studies = 'stdlib,hops,deep,deep-hops'", 'batch_size = 64']),
+    'experiments/kv_budget.py': (['--help'], ["budgets = '1,2,3'", 'exit_threshold = 0.01']),
     'eval.py': (['--tasks=hellaswag', '--help'], ["tasks = ''", "n_loop = ''", 'rolling_stride = 0']),
 }
 
@@ -111,7 +115,7 @@ def test_help_prints_the_usage_and_the_config_keys_then_exits_0(script, monkeypa
                          (np, 'fromfile'), (torch, 'load')):
         monkeypatch.setattr(module, name, slow)
     argv, expected = HELP[script]
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), script)
     monkeypatch.setattr(sys, 'argv', [path, *argv])
     with pytest.raises(SystemExit) as exit:
         runpy.run_path(path, run_name='__main__')

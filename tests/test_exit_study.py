@@ -1,24 +1,15 @@
-"""adaptive_depth.py and studies.py: the teacher-forced generation path, its per-group bookkeeping, the report."""
+"""exit_study.py and studies.py: the teacher-forced generation path, its per-group bookkeeping, the report."""
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-import adaptive_depth
 from configurator import ConfigError
+from conftest import tiny_loop
 from engine import ExitRule
-from model import GPTConfig, LoopGPT
-from studies import generation_scores
-
-
-def tiny_loop(**kw):
-    torch.manual_seed(0)
-    model = LoopGPT(GPTConfig(block_size=12, vocab_size=32, n_layer=1, n_head=2, n_embd=16, n_loop=2, **kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return model.eval()
+from experiments import exit as exit_study
+from experiments.common import generation_scores
 
 
 def batches(seed=0, n=2, B=3, T=12, mask=None):
@@ -75,7 +66,7 @@ def test_groups_count_answers_only():
 def test_frontier_and_report():
     model, data = tiny_loop(), batches(n=1)
     c = dict(kl_thresholds='1e-3,1e9', entropy_thresholds='10')
-    res = adaptive_depth.frontier(model, data, None, c)
+    res = exit_study.frontier(model, data, None, c)
     assert res['trained_n_loop'] == 2 and model.n_loop == 2  # restored
     assert [p['n_loop'] for p in res['fixed']] == [1, 2, 3, 4]
     assert [(p['criterion'], p['threshold']) for p in res['adaptive']] == [('kl', 1e-3), ('kl', 1e9), ('entropy', 10)]
@@ -84,7 +75,7 @@ def test_frontier_and_report():
     # the report's verdict: the cheapest exit point within 0.01 of fixed N on every seed
     results = {f'stdlib/loop-s{s}': dict(study='stdlib', run='loop', seed=s, **res) for s in (1, 2)}
     info = dict(commands=[dict(command='c', studies=['stdlib'], machine='m', wall_s=60)], eval_tokens=36)
-    text = adaptive_depth.report(info, results)
+    text = exit_study.report(info, results)
     close = [p for p in res['adaptive'] if p['val_loss'] - res['fixed'][1]['val_loss'] <= 0.01]
     best = min(close, key=lambda p: p['mean_iterations'])
     assert f"on every seed: {best['criterion']} < {best['threshold']:g}, at {best['mean_iterations']:.2f}" in text
@@ -93,9 +84,9 @@ def test_frontier_and_report():
 
 def test_bad_settings():
     with pytest.raises(ConfigError, match="choose from stdlib, hops, deep"):
-        adaptive_depth.main(dict(studies='cifar', kl_thresholds='1', entropy_thresholds='1'))
+        exit_study.main(dict(studies='cifar', kl_thresholds='1', entropy_thresholds='1'))
     with pytest.raises(ConfigError, match="give positive numbers"):
-        adaptive_depth.thresholds('1e-3,zero')
+        exit_study.thresholds('1e-3,zero')
 
 
 def test_other_studies_results_are_kept(tmp_path):
@@ -105,7 +96,7 @@ def test_other_studies_results_are_kept(tmp_path):
     info = dict(commands=[dict(command='x', studies=['stdlib', 'hops'])], eval_tokens=100)
     (tmp_path / 'results.json').write_text(json.dumps(dict(info=info, runs=runs)))
     c = dict(out_dir=str(tmp_path), eval_tokens=100)
-    kept, info = adaptive_depth.earlier(c, ['hops'])
+    kept, info = exit_study.earlier(c, ['hops'])
     assert kept == {'stdlib/a-s1': dict(study='stdlib')} and [x['command'] for x in info['commands']] == ['x']
-    assert adaptive_depth.earlier(c, ['stdlib', 'hops'])[0] == {}
-    assert adaptive_depth.earlier(dict(c, eval_tokens=200), ['hops'])[0] == {}  # other tokens: nothing kept
+    assert exit_study.earlier(c, ['stdlib', 'hops'])[0] == {}
+    assert exit_study.earlier(dict(c, eval_tokens=200), ['hops'])[0] == {}  # other tokens: nothing kept

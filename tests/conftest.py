@@ -38,3 +38,16 @@ def write_dataset(root, ids, name='tiny', **extra):
         json.dump(dict(tokenizer='bytes', vocab_size=256, eot_token=None, dtype='uint16', train_tokens=split,
                        val_tokens=len(ids) - split, source='test', **extra), f)
     return path
+
+
+def tiny_loop(noise=0.2, **kw):
+    """A LoopGPT of one block looped twice (vocab 32, block_size 12), its weights moved off their
+    init by N(0, noise) so that its loop iterations differ, in eval mode."""
+    import torch
+    from model import GPTConfig, LoopGPT
+    torch.manual_seed(0)
+    model = LoopGPT(GPTConfig(block_size=12, vocab_size=32, n_layer=1, n_head=2, n_embd=16, n_loop=2, **kw))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model.eval()

@@ -1,6 +1,7 @@
 """
-The trained runs that the inference studies (adaptive_depth.py, kv_budget.py) measure, and the
-measurement they share. A study is one experiments.py command; its runs land in
+What the studies share: RunError, and for the inference studies (experiments/exit.py,
+experiments/kv_budget.py) the trained runs they measure and the measurement itself. Their models
+come from one `python -m experiments.depth` command each; its runs land in
 runs_root/DIR-runs/NAME-sSEED/last.pt, DIR as below (the folders of the committed results/ of
 the same commands). train_study runs the command in a subprocess, which trains only what is
 missing; load_run and eval_windows read the results; generation_scores measures a model on
@@ -8,6 +9,7 @@ val windows along the path generation takes.
 """
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -16,10 +18,11 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import load_checkpoint, model_from_checkpoint
+from configurator import ConfigError
 from dataformat import answer_groups, fixed_windows, load_meta
 from engine import KVCache, teacher_forced
 
-# name: (DIR under runs_root, experiments.py arguments, dataset)
+# name: (DIR under runs_root, experiments.depth arguments, dataset)
 STUDIES = {
     'stdlib': ('depth', ['--recurrent=2x2'], 'stdlib'),
     'hops': ('depth-hops', ['--recurrent=1x2', '--dataset=hops'], 'hops'),
@@ -27,26 +30,48 @@ STUDIES = {
     'deep-hops': ('depth-norm-hops', ['--recurrent=1x6', '--dataset=hops', '--bptt_loops=3', '--loop_norm=True'],
                   'hops'),
 }
-SEEDS = (1337, 1338)  # experiments.py's two seeds
-HERE = os.path.dirname(os.path.abspath(__file__))
+SEEDS = (1337, 1338)  # the grid's two seeds (experiments/runs.py: seed, n_seeds)
 
 
 class RunError(Exception):
-    """experiments.py failed; the message says where to look."""
+    """A study's training failed or left no usable log; the message says where to look."""
+
+
+def parse_pair(text, key):
+    m = re.fullmatch(r'\s*(\d+)\s*[xX×]\s*(\d+)\s*', text)
+    if not m or int(m[1]) < 1 or int(m[2]) < 2:
+        raise ConfigError(f"{key}='{text}' is not a pair kxL with k >= 1 and L >= 2: write it like '2x3'.")
+    return int(m[1]), int(m[2])
+
+
+def parse_counts(text, key):
+    parts = [p.strip() for p in text.split(',')]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"{key}='{text}' is not a list of different whole numbers of at least 1: "
+                          f"write it like '1,2,4,6' (or '' to skip it).")
+    return [int(p) for p in parts]
+
+
+def parse_prelude_coda(text):
+    m = re.fullmatch(r'\s*(\d+)\s*\+\s*(\d+)\s*[xX×]\s*(\d+)\s*\+\s*(\d+)\s*', text)
+    if not m or int(m[2]) < 1 or int(m[3]) < 1 or int(m[1]) + int(m[4]) < 1:
+        raise ConfigError(f"prelude_coda='{text}' is not P+kxL+C with P + C >= 1: "
+                          f"write it like '1+1x2+1' (or '' to skip it).")
+    return tuple(int(g) for g in m.groups())
 
 
 def train_study(name, runs_root, data_dir, experiment_args='', run=True):
-    """Run experiments.py for a study (it reuses finished runs), unless run=False; returns the
+    """Run experiments.depth for a study (it reuses finished runs), unless run=False; returns the
     directory of its runs."""
     folder, args, _ = STUDIES[name]
     runs_dir = os.path.join(runs_root, f'{folder}-runs')
-    cmd = [sys.executable, os.path.join(HERE, 'experiments.py'), *args, f"--data_dir={data_dir}",
+    cmd = [sys.executable, '-m', 'experiments.depth', *args, f"--data_dir={data_dir}",
            f"--out_dir={os.path.join(runs_root, folder)}", f'--runs_dir={runs_dir}', *shlex.split(experiment_args)]
     if not run:
         return runs_dir
     print('$ ' + ' '.join(shlex.quote(a) for a in cmd[1:]), flush=True)
     if subprocess.run(cmd).returncode != 0:
-        raise RunError(f"experiments.py failed for the {name} study (its error is above): fix it and run this again.")
+        raise RunError(f"experiments.depth failed for the {name} study (its error is above): fix it and run this again.")
     return runs_dir
 
 
@@ -91,34 +116,3 @@ def generation_scores(model, batches, groups=None, exit=None, kv_budget=0, cache
         out['accuracy_by'] = [correct[group == g].float().mean().item() for g in ids]
         out['iterations_by'] = [loops[group == g].float().mean().item() for g in ids]
     return out
-
-
-def by_study(results):
-    """{study: [its runs]} of results ({name: {'study', 'run', ...}}), in their order."""
-    out = {}
-    for r in results.values():
-        out.setdefault(r['study'], [])
-        if r['run'] not in out[r['study']]:
-            out[r['study']].append(r['run'])
-    return out
-
-
-def plot_studies(path, results, draw):
-    """A figure with one panel per study of results, drawn by draw(ax, study, its runs), saved to
-    path; skipped, saying so, without matplotlib (which only the plots need)."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')  # files only, no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"{os.path.basename(path)} skipped: matplotlib is not installed (pip install matplotlib)")
-        return
-    studies = by_study(results)
-    fig, axes = plt.subplots(1, len(studies), figsize=(5.5 * len(studies), 4.2), squeeze=False)
-    for ax, (study, runs) in zip(axes[0], studies.items()):
-        draw(ax, study, runs)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -5,24 +5,25 @@ exit (engine.step_with_exit) over a sweep of thresholds, all measured through th
 generation uses: teacher-forced, one token at a time, with the KV cache and, for exit, the
 exit rule and its KV rule for stopped tokens.
 
-    python adaptive_depth.py                        # every study below; trains what is missing (long on a CPU)
-    python adaptive_depth.py --studies=stdlib,hops  # some of them
-    python adaptive_depth.py --out_dir=results/exit # what is committed
+    python -m experiments.exit                        # every study below; trains what is missing (long on a CPU)
+    python -m experiments.exit --studies=stdlib,hops  # some of them
+    python -m experiments.exit --out_dir=results/exit # what is committed
 
-The studies train their models with experiments.py (one subprocess each, reusing finished
-runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in studies.py), then evaluate:
+The studies train their models with experiments.depth (one subprocess each, reusing finished
+runs; its results.md, with the loop sweep, goes to runs_root/DIR, DIR as in experiments/common.py),
+then evaluate:
 
-    stdlib      experiments.py --recurrent=2x2: 2⊗2 on stdlib, loop counts drawn in training
+    stdlib      experiments.depth --recurrent=2x2: 2⊗2 on stdlib, loop counts drawn in training
                 (mean 2) and fixed
-    hops        experiments.py --recurrent=1x2 --dataset=hops: the same for 1⊗2 on hops, with
+    hops        experiments.depth --recurrent=1x2 --dataset=hops: the same for 1⊗2 on hops, with
                 accuracy and mean iterations per answer by hop count
-    deep        experiments.py --recurrent=2x6 --bptt_loops=3 --loop_norm=True: deep recurrence
+    deep        experiments.depth --recurrent=2x6 --bptt_loops=3 --loop_norm=True: deep recurrence
                 (mean 6) with the state normalised after every iteration
-    deep-hops   experiments.py --recurrent=1x6 --dataset=hops --bptt_loops=3 --loop_norm=True
+    deep-hops   experiments.depth --recurrent=1x6 --dataset=hops --bptt_loops=3 --loop_norm=True
 
 With --studies, the other studies' results already in out_dir are kept (measured on the
 same eval_tokens), so one study can be added or measured again alone. --run_experiments=False measures
-the runs already in runs_root without calling experiments.py (whose grid evaluation and
+the runs already in runs_root without calling experiments.depth (whose grid evaluation and
 loop sweep it would otherwise redo).
 
 Writes out_dir/results.json ({"runs": {NAME: {"trained_n_loop", "fixed": [...], "adaptive":
@@ -42,8 +43,8 @@ from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
 from engine import ExitRule
-from studies import (SEEDS, STUDIES, RunError, by_study, eval_windows, generation_scores, load_run, plot_studies,
-                     train_study)
+from experiments.common import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
+from experiments.report import by_study, mean_spread, plot_studies
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
@@ -51,14 +52,14 @@ if __name__ == '__main__':  # --help: the docstring and the keys below
 # -----------------------------------------------------------------------------
 studies = 'stdlib,hops,deep,deep-hops'   # which of STUDIES to run, in this order
 out_dir = 'experiments-out/exit'         # results.json, results.md, frontier.png
-runs_root = 'experiments-out'            # experiments.py writes DIR/ (its results) and DIR-runs/ (the runs)
+runs_root = 'experiments-out'            # experiments.depth writes DIR/ (its results) and DIR-runs/ (the runs)
 data_dir = 'data'
 kl_thresholds = '1e-4,5e-4,3e-3,0.01,0.05,0.2,1,3,10'  # KL(p_n || p_{n-1}) < t; 5e-4 is Huginn's
 entropy_thresholds = '0.25,0.5,1,1.5,2,2.1,2.2,2.3,2.5,3'  # H(p_n) < t, in nats
 eval_tokens = 16384                      # val tokens per evaluation (the same windows for every model)
 batch_size = 64                          # windows evaluated together
-experiment_args = ''                     # more --key=value for every experiments.py call, e.g. '--jobs=1'
-run_experiments = True                   # False: measure the runs already in runs_root, without experiments.py
+experiment_args = ''                     # more --key=value for every experiments.depth call, e.g. '--jobs=1'
+run_experiments = True                   # False: measure the runs already in runs_root, without experiments.depth
 threads = 0                              # torch threads for the evaluation; 0: torch's default
 # -----------------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ def thresholds(text):
 
 
 # -----------------------------------------------------------------------------
-# the studies: train (experiments.py), then measure
+# the studies: train (experiments.depth), then measure
 
 
 def measure(name, runs_dir, c):
@@ -135,7 +136,7 @@ def main(c):
     for name in names:
         runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
         results.update(measure(name, runs_dir, c))
-    command = ' '.join(['python adaptive_depth.py'] + [shlex.quote(a) for a in sys.argv[1:]])
+    command = ' '.join(['python -m experiments.exit'] + [shlex.quote(a) for a in sys.argv[1:]])
     info['commands'].append(dict(command=command, studies=names, wall_s=time.time() - t0,
                                  machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
                                          f"{torch.get_num_threads()} threads"))
@@ -161,11 +162,6 @@ def points(results, study, run):
     out += [(f"{p['criterion']} < {p['threshold']:g}", [s['adaptive'][i] for s in seeds])
             for i, p in enumerate(seeds[0]['adaptive'])]
     return out, seeds
-
-
-def mean_spread(xs, digits=3):
-    m = float(np.mean(xs))
-    return f"{m:.{digits}f}" if len(xs) == 1 else f"{m:.{digits}f} ± {(max(xs) - min(xs)) / 2:.{digits}f}"
 
 
 def run_table(results, study, run):
@@ -227,7 +223,7 @@ def report(info, results):
              f"iterations; stopped tokens show later ones their last keys and values). Iterations per token: per "
              f"scored target. * = the trained count N. ± is half the range over the seeds."]
     for study, runs in by_study(results).items():
-        parts.append(f"## {study} (experiments.py {' '.join(STUDIES[study][1])})")
+        parts.append(f"## {study} (experiments.depth {' '.join(STUDIES[study][1])})")
         parts += [run_table(results, study, run) for run in runs]
     return '\n\n'.join(parts) + '\n'
 

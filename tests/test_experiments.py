@@ -1,4 +1,4 @@
-"""experiments.py: the grid end to end on a tiny budget, and the test-time loop sweep."""
+"""experiments/grid.py: the grid end to end on a tiny budget, and the test-time loop sweep."""
 
 import json
 import os
@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-import experiments
 import prepare
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import ConfigError
 from conftest import write_dataset
+from experiments import report
+from experiments import runs as grid_runs
 from model import GPTConfig, LoopGPT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 TINY = ['--n_embd=16', '--n_head=2', '--block_size=16', '--batch_size=4', '--max_iters=6',
         '--eval_interval=3', '--eval_iters=2', '--eval_tokens=512', '--warmup_iters=1']
 
@@ -41,8 +42,8 @@ def train_py_val_batches(data_path, seed, eval_iters, batch_size, block_size):
 
 
 def run_experiments(*args):
-    return subprocess.run([sys.executable, os.path.join(HERE, 'experiments.py'), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, '-m', 'experiments.grid', *args],
+                          capture_output=True, text=True, timeout=300, cwd=HERE)
 
 
 def test_grid_end_to_end(tmp_path):
@@ -55,7 +56,7 @@ def test_grid_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr
     with open(out / 'results.json') as f:
         results = json.load(f)
-    runs = [experiments.Run(**r) for r in results['runs']]
+    runs = [grid_runs.Run(**r) for r in results['runs']]
     assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'gpt2', 'loop1x2-frozen', 'loop1+1x2+1']
     table = (out / 'results.md').read_text()
     assert table in p.stdout  # printed too
@@ -80,7 +81,7 @@ def test_grid_end_to_end(tmp_path):
         assert sweep['readout'][1:] == pytest.approx(sweep['val_loss'][:N], abs=1e-6)
         model = model_from_checkpoint(load_checkpoint(str(out / 'runs' / f'{name}-s1337'), 'last'))
         logged = res['curve']['val_loss'][-1]
-        assert experiments.loop_sweep(model, train_py_batches)['val_loss'][N - 1] == pytest.approx(logged, abs=1e-6)
+        assert grid_runs.loop_sweep(model, train_py_batches)['val_loss'][N - 1] == pytest.approx(logged, abs=1e-6)
     assert results['sweeps']['loop1x2-frozen'][0]['gates'] == [1.0, 1.0, 1.0]
     assert results['sweeps']['loop1x2'][0]['gates'] != [1.0, 1.0, 1.0]
 
@@ -105,7 +106,7 @@ def test_hops_grid_end_to_end(tmp_path):
     with open(out / 'results.json') as f:
         results = json.load(f)
     assert [r['name'] for r in results['runs']] == ['gpt1', 'loop1x2', 'gpt2', 'loop1x4', 'gpt4']
-    assert results['config']['n_seeds'] == 1 and results['config']['learning_rate'] == experiments.HOPS['learning_rate']
+    assert results['config']['n_seeds'] == 1 and results['config']['learning_rate'] == grid_runs.HOPS['learning_rate']
     for name, (res,) in results['results'].items():
         assert set(res['accuracy_by']) == {'1 hop', '2 hops'}
         # one query of 2 hops for every two of 1 hop
@@ -126,7 +127,7 @@ def test_hops_evaluation_scores_the_answers_of_whole_examples(tmp_path):
     prepare.run(['hops', '--nodes', '5', '--hops', '2', '--queries', '3', '--train_examples', '100',
                  '--val_examples', '101', '--data_dir', str(tmp_path)])
     L = 14  # 5 edges, then 3 queries "hop count, start, answer"; query j asks for 1 + j % 2 hops
-    data = experiments.load_data(dict(data_dir=str(tmp_path), dataset='hops', block_size=L, batch_size=4,
+    data = grid_runs.load_data(dict(data_dir=str(tmp_path), dataset='hops', block_size=L, batch_size=4,
                                       eval_tokens=10**6))
     torch.manual_seed(0)
     model = LoopGPT(GPTConfig(block_size=L, vocab_size=5 + 2 + 25, n_layer=1, n_head=2, n_embd=16, n_loop=2))
@@ -135,7 +136,7 @@ def test_hops_evaluation_scores_the_answers_of_whole_examples(tmp_path):
         optimizer.zero_grad()
         model(x, y)[1].backward()
         optimizer.step()
-    loss, accuracy, accuracy_by = experiments.evaluate(model, data['val'], data['groups'])
+    loss, accuracy, accuracy_by = grid_runs.evaluate(model, data['val'], data['groups'])
 
     val = torch.from_numpy(np.fromfile(tmp_path / 'hops' / 'val.bin', dtype=np.uint16).astype(np.int64))
     examples = val[:100 * L].view(100, L)
@@ -180,18 +181,18 @@ def test_budget_and_recurrent_end_to_end(tmp_path):
 
 def test_presets_follow_the_experiment():
     base = dict(dataset='stdlib', budgets='', recurrent='', quick=False)
-    assert experiments.presets(base) == {'out_dir': 'experiments-out'}
-    hops = experiments.presets(dict(base, dataset='hops', quick=True))
+    assert grid_runs.presets(base) == {'out_dir': 'experiments-out'}
+    hops = grid_runs.presets(dict(base, dataset='hops', quick=True))
     assert hops['pairs'] == '1x2,1x4' and hops['n_seeds'] == 1 and hops['max_iters'] == 1500
     assert hops['out_dir'] == 'experiments-out-hops-quick'
-    assert experiments.presets(dict(base, budgets='1,4'))['pairs'] == '1x2'
-    depth = experiments.presets(dict(base, recurrent='2x2'))
+    assert grid_runs.presets(dict(base, budgets='1,4'))['pairs'] == '1x2'
+    depth = grid_runs.presets(dict(base, recurrent='2x2'))
     assert depth['pairs'] == depth['ablate_gates'] == '' and depth['sweep_to'] == 4
     for bad in (dict(budgets='1,1'), dict(budgets='x4'), dict(recurrent='2'), dict(jobs=0)):
         cfg = dict(pairs='1x2', ablate_gates='', prelude_coda='', recurrent='', budgets='', bptt_loops=0,
                    n_seeds=1, jobs=1, sweep_to=2)
         with pytest.raises(ConfigError):
-            experiments.make_grid({**cfg, **bad})
+            grid_runs.make_grid({**cfg, **bad})
 
 
 def tiny_loop_checkpoint(out_dir):
@@ -217,9 +218,9 @@ def tiny_loop_checkpoint(out_dir):
 def test_sweep_and_readout_match_the_model_loss(tmp_path):
     model = tiny_loop_checkpoint(str(tmp_path / 'ckpt'))
     write_source_dataset(tmp_path)
-    batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
-    loss = experiments.evaluate(model.eval(), batches)[0]
-    sweep = experiments.loop_sweep(model, batches)
+    batches = grid_runs.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
+    loss = grid_runs.evaluate(model.eval(), batches)[0]
+    sweep = grid_runs.loop_sweep(model, batches)
     assert model.n_loop == 3  # restored
     assert sweep['n_loop'] == [1, 2, 3, 4, 5, 6]
     assert sweep['val_loss'][2] == pytest.approx(loss, abs=1e-6)
@@ -227,26 +228,26 @@ def test_sweep_and_readout_match_the_model_loss(tmp_path):
     assert len(sweep['readout']) == 4 and len(sweep['gates']) == 4
     assert sweep['readout'][1:] == pytest.approx(sweep['val_loss'][:3], abs=1e-6)
     assert abs(sweep['val_loss'][3] - loss) > 1e-4  # more iterations than trained: another model
-    assert experiments.evaluate(model, batches)[0] == loss  # the sweep left the model as it was
+    assert grid_runs.evaluate(model, batches)[0] == loss  # the sweep left the model as it was
 
 
 def test_fixed_batches_spread_over_the_split(tmp_path):
     path = write_source_dataset(tmp_path)
     val = torch.from_numpy(np.fromfile(os.path.join(path, 'val.bin'), dtype=np.uint16).astype(np.int64))
-    batches = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
+    batches = grid_runs.fixed_batches(str(tmp_path), 'tiny', 'val', n_tokens=200, batch_size=4, block_size=16)
     assert len(batches) == 3  # 200 tokens = 12 windows of 16 (whole batches of 4)
     x = torch.cat([x for x, _ in batches])
     y = torch.cat([y for _, y in batches])
     assert x.shape == y.shape == (12, 16) and torch.equal(x[:, 1:], y[:, :-1])  # y: the next tokens
     assert torch.equal(x[0], val[:16]) and torch.equal(y[-1], val[-16:])  # from the first token to the last
-    everything = experiments.fixed_batches(str(tmp_path), 'tiny', 'val', 10**9, 4, 16)
+    everything = grid_runs.fixed_batches(str(tmp_path), 'tiny', 'val', 10**9, 4, 16)
     assert len(everything) == (len(val) - 1) // 16 // 4  # capped at the split's size
 
 
 def test_grid_and_its_twins():
     cfg = dict(pairs='1x2, 2x3', ablate_gates='2x3', prelude_coda='1+2x2+1', n_seeds=2, recurrent='', budgets='',
                jobs=1, sweep_to=2)
-    runs, comparisons = experiments.make_grid(cfg)
+    runs, comparisons = grid_runs.make_grid(cfg)
     assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'gpt2', 'loop2x3', 'gpt6', 'loop2x3-frozen',
                                       'loop1+2x2+1']
     same = {(a.name, b.name): what for a, b, what in comparisons}
@@ -260,18 +261,18 @@ def test_grid_and_its_twins():
         assert (a.blocks == b.blocks) if what == 'parameters' else (a.depth == b.depth)
     for bad in (dict(pairs='2*2'), dict(pairs='2x1'), dict(prelude_coda='0+2x2+0'), dict(n_seeds=0)):
         with pytest.raises(ConfigError):
-            experiments.make_grid({**cfg, **bad})
+            grid_runs.make_grid({**cfg, **bad})
 
 
 def test_tables_show_the_differences_and_spreads_of_the_results():
     """Δ val loss is the first run's minus the second's, per seed and their mean; a cell over
     seeds is the mean ± half the range."""
-    a, b = experiments.loop(1, 2), experiments.gpt(1)
+    a, b = grid_runs.loop(1, 2), grid_runs.gpt(1)
     results = {a.name: [dict(val_loss=2.0), dict(val_loss=2.5)], b.name: [dict(val_loss=2.25), dict(val_loss=2.0)]}
-    rows = experiments.comparisons_table([(a, b, 'parameters')], results).splitlines()
+    rows = report.comparisons_table([(a, b, 'parameters')], results).splitlines()
     assert rows[-1] == '| 1⊗2 | 1⊗1 | parameters | +0.125 | -0.250, +0.500 |'
-    assert experiments.mean_spread([2.0, 2.5, 2.25]) == '2.250 ± 0.250'
-    assert experiments.mean_spread([2.0]) == '2.000'
+    assert report.mean_spread([2.0, 2.5, 2.25]) == '2.250 ± 0.250'
+    assert report.mean_spread([2.0]) == '2.000'
 
 
 def test_user_errors_are_one_line(tmp_path):
@@ -292,9 +293,9 @@ def test_user_errors_are_one_line(tmp_path):
 
 def test_plots_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
-    run = experiments.gpt(1)
+    run = grid_runs.gpt(1)
     curve = dict(iter=[0, 1], tokens=[0, 8], flops=[0, 80], val_loss=[5.5, 5.0])
-    experiments.plot_all(str(tmp_path), [run], {run.name: [dict(curve=curve)]}, {})
+    report.plot_all(str(tmp_path), [run], {run.name: [dict(curve=curve)]}, {})
     assert 'pip install matplotlib' in capsys.readouterr().out
     assert os.listdir(tmp_path) == []
 
@@ -302,18 +303,18 @@ def test_plots_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
 def test_ablations_grid_and_its_tables():
     """--ablations: 1 block looped 1, 2, 4, 6 times, its unique twins, frozen gates and a drawn
     variant; the loop-count table's recovered fraction and φ, by hand on made-up losses."""
-    cfg = experiments.configure(experiments.config_keys(vars(experiments)), ['--ablations=True'],
-                                derived=experiments.presets)
-    runs, comparisons = experiments.make_grid(cfg)
+    cfg = grid_runs.configure(grid_runs.config_keys(vars(grid_runs)), ['--ablations=True'],
+                                derived=grid_runs.presets)
+    runs, comparisons = grid_runs.make_grid(cfg)
     assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'loop1x4', 'loop1x6', 'gpt2', 'gpt4', 'loop1x2-frozen',
                                       'loop1x4-frozen', 'loop1x4-poisson-inject-norm']
     assert len(comparisons) == len(set(comparisons)) and (cfg['n_embd'], cfg['n_seeds']) == (64, 3)
     # unique blocks: 1 -> 2.0, 2 -> 1.8, 4 -> 1.6 (linear in log2 n); 1⊗2 at 1.9 is worth sqrt(2) blocks
-    assert experiments.effective_blocks(1.9, {1: 2.0, 2: 1.8, 4: 1.6}) == pytest.approx(2 ** 0.5)
-    assert experiments.effective_blocks(1.5, {1: 2.0, 2: 1.8, 4: 1.6}) is None  # past the curve
+    assert report.effective_blocks(1.9, {1: 2.0, 2: 1.8, 4: 1.6}) == pytest.approx(2 ** 0.5)
+    assert report.effective_blocks(1.5, {1: 2.0, 2: 1.8, 4: 1.6}) is None  # past the curve
     results = {name: [dict(val_loss=v)] for name, v in
                dict(gpt1=2.0, gpt2=1.8, gpt4=1.6, loop1x2=1.9, loop1x4=1.74, loop1x6=1.7).items()}
-    table = experiments.loop_count_table(dict(loop_counts='1,2,4,6'), results)
+    table = report.loop_count_table(dict(loop_counts='1,2,4,6'), results)
     # n = 2: recovered (2.0 - 1.9) / (2.0 - 1.8) = 0.5, φ = log2(sqrt 2) = 0.5; n = 4: 0.26 / 0.4, n_eff 2^1.3
     assert '| 2 | 1.900 | -0.100 (-0.100) | 1.800 | 0.500 (0.50) | 0.50 |' in table
     assert '| 4 | 1.740 | -0.260 (-0.260) | 1.600 | 0.650 (0.65) | 0.65 |' in table
