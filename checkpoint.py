@@ -86,6 +86,8 @@ def load_model(init_from, out_dir, which='best', device='cpu', use=('sample from
     init_from: 'resume' (out_dir's which.pt, 'best' falling back to 'last') or GPT-2 weights (a
     Hugging Face name or a local save_pretrained directory). use: (what, script) for the command
     an out_dir without a checkpoint suggests."""
+    if init_from != 'resume' and os.path.isfile(os.path.join(init_from, 'config.json')):
+        return load_folder(init_from, device)
     if init_from != 'resume':
         try:
             model = GPT.from_pretrained(init_from, dict(dropout=0.0))
@@ -114,6 +116,20 @@ def load_model(init_from, out_dir, which='best', device='cpu', use=('sample from
     meta = checkpoint.get('meta') or checkpoint_data_meta(checkpoint, out_dir)
     where = f"{out_dir}/{which}.pt (iter {checkpoint.get('iter_num', '?')})"
     return model.to(device).eval(), meta, where
+
+
+def load_folder(path, device):
+    """A Hugging Face folder: one export.py wrote (a LoopGPT or GPT, with our tokenizer's name in
+    its config.json), or any GPT-2 save_pretrained folder (GPT-2's tokenizer)."""
+    from hf.convert import read_folder
+    try:
+        model, meta = read_folder(path)
+    except ImportError as e:
+        raise CheckpointError(e) from None
+    except Exception as e:  # a folder of another architecture, or damaged files
+        raise CheckpointError(f"cannot load {path} ({type(e).__name__}: {e}): use a folder export.py wrote "
+                              f"or a GPT-2 save_pretrained folder.") from None
+    return model.to(device).eval(), meta, f"Hugging Face folder {path}"
 
 
 def checkpoint_file(out_dir, which):
