@@ -220,7 +220,8 @@ def test_export_writes_a_folder_a_fresh_python_loads_and_samples_from(run, capsy
     p = subprocess.run([sys.executable, '-c', code, str(to)], capture_output=True, text=True, timeout=120,
                        cwd=str(run), env=dict(os.environ, HF_HUB_OFFLINE='1'), stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith("4 'def ") and len(p.stdout) > 12
+    # (AutoTokenizer reads config.json, whose code it offers to run: without a terminal it goes on without)
+    assert "4 'def " in p.stdout.splitlines()[-1], p.stdout
 
 
 @pytest.mark.parametrize('args, message', [
