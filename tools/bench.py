@@ -85,6 +85,8 @@ gen_batch = 1            # sequences generated together (sample.py generates its
 kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration
 exit_threshold = 0.0     # > 0: also time the LoopGPT's generation with per-token exit (kl < this), and at
                          # each fixed count 1 .. n_loop; 0: skip
+hf = False               # True: instead, time generate() of the exported LoopGPT (export.py) against transformers'
+                         # GPT2LMHeadModel of the same depth and width, and engine.py, at batch 1 and 8 (one line)
 # system
 device = default_device()
 dtype = default_dtype(device)               # 'float32', 'bfloat16' or 'float16' (autocast)
@@ -364,6 +366,9 @@ def main(argv):
         die(problem)
     c['peak_flops'] = c['peak_flops'] or peak_flops_of(c['device'], c['dtype'])
     c['gen_tokens'] = c['gen_tokens'] or c['block_size'] - 1
+    if c['hf']:
+        print(hf_line(c))
+        return
     hardware = torch.cuda.get_device_name(c['device']) if device_type_of(c['device']) == 'cuda' \
         else f"CPU, {c['threads'] or torch.get_num_threads()} threads"
     print(f"model from {', '.join(os.path.relpath(f) for f in files) or 'tools/bench.py defaults'}; {hardware}, "
@@ -388,6 +393,46 @@ def main(argv):
         print(f"\nnote: {c['gen_tokens']} steps outgrow block_size={c['block_size']}: from then on the "
               f"window slides, every position changes, and both paths re-run the whole window each step, so the "
               f"cache speeds up only the first {c['block_size']} of the {c['gen_tokens']} steps.")
+
+
+def hf_line(c):
+    """--hf=True: ms per generated token (greedy, a 1-token prompt, gen_tokens new, fp32, the best of
+    `rounds`) of the exported LoopGPT's generate(), transformers' GPT2LMHeadModel of the same depth
+    (n_prelude + n_layer * n_loop + n_coda blocks) and width, and engine.generate, at batch 1 and 8."""
+    import tempfile
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+    from hf.convert import write_loop
+    torch.manual_seed(c['seed'])
+    torch.set_num_threads(c['threads'] or torch.get_num_threads())
+    args = {k: c[k] for k in MODEL_KEYS} | dict(vocab_size=c['vocab_size'])
+    ours = build_model('loop', args).eval()
+    with tempfile.TemporaryDirectory() as path:
+        write_loop(ours, path, {})
+        exported = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+    depth = ours.depth()
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=c['vocab_size'], n_positions=c['block_size'], n_embd=c['n_embd'],
+                                      n_layer=depth, n_head=c['n_head'], bos_token_id=None, eos_token_id=None)).eval()
+    n = min(c['gen_tokens'], c['block_size'] - 1)
+
+    def ms(run, batch):
+        prompt = torch.zeros((batch, 1), dtype=torch.long)
+        best = float('inf')
+        for _ in range(c['rounds']):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                run(prompt)
+            best = min(best, time.perf_counter() - t0)
+        return best / n * 1000
+
+    hf_gen = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=c['vocab_size'] - 1)
+    runs = {'exported LoopGPT': lambda x: exported.generate(x, **hf_gen),
+            f'GPT2LMHeadModel ({depth} layers)': lambda x: gpt2.generate(x, **hf_gen),
+            'engine.py': lambda x: generate(ours, x, n, temperature=0)}
+    t = {name: [ms(run, b) for b in (1, 8)] for name, run in runs.items()}
+    ratio = [a / b for a, b in zip(*list(t.values())[:2])]
+    return (f"generate(), ms per token at batch 1 / 8 ({n} new tokens, CPU threads {torch.get_num_threads()}): "
+            + ', '.join(f"{name} {a:.2f} / {b:.2f}" for name, (a, b) in t.items())
+            + f"; exported / GPT2LMHeadModel {ratio[0]:.2f}x / {ratio[1]:.2f}x (goal <= 1.15x)")
 
 
 if __name__ == '__main__':
