@@ -127,7 +127,8 @@ def load_folder(path, device):
     except ImportError as e:
         raise CheckpointError(e) from None
     except Exception as e:  # a folder of another architecture, or damaged files
-        raise CheckpointError(f"cannot load {path} ({type(e).__name__}: {e}): use a folder export.py wrote "
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise CheckpointError(f"cannot load {path} ({type(e).__name__}: {first}): use a folder export.py wrote "
                               f"or a GPT-2 save_pretrained folder.") from None
     return model.to(device).eval(), meta, f"Hugging Face folder {path}"
 
