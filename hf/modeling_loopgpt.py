@@ -215,7 +215,8 @@ class LoopGPTForCausalLM(PreTrainedModel, GenerationMixin):
     # --- the loop ---
 
     def gate(self, n):
-        return self.gates[min(n, self.gates.size(0) - 1)]  # beyond the trained count: the last gate
+        gates = self.gates if self.config.learn_gates else self.gates.detach()  # frozen, whatever the loader did
+        return gates[min(n, gates.size(0) - 1)]  # beyond the trained count: the last gate
 
     def first_slot(self, n):
         """The cache slot of iteration n's first block: the prelude's and coda's slots come first."""

@@ -79,11 +79,46 @@ def test_logits_and_loss_equal_model_pys(folders, name):
     assert type(hf).__name__ == ('GPT2LMHeadModel' if name == 'gpt' else 'LoopGPTForCausalLM')
     torch.testing.assert_close(theirs.logits[:, :-1], ours, atol=1e-5, rtol=0)
     assert hf(x, labels=x).loss.item() == pytest.approx(loss.item(), abs=1e-5)
+    if name != 'gpt':  # a test-time loop count, per call: the last trained gate beyond it
+        model.n_loop = model.config.n_loop + 2
+        try:
+            with torch.no_grad():
+                more = model(x, x)[0]
+        finally:
+            model.n_loop = model.config.n_loop
+        torch.testing.assert_close(hf(x, n_loop=model.config.n_loop + 2).logits, more, atol=1e-5, rtol=0)
+
+
+def test_fine_tuning_gets_gradients_where_model_py_does(folders):
+    """labels -> a loss to backpropagate (Trainer, PEFT): every trainable weight gets a gradient,
+    frozen gates none, and the cache is off while training."""
+    for name in ('frozen', 'recurrent'):
+        _, _, hf = folders[name]
+        hf.train()
+        try:
+            out = hf(ids(20), labels=ids(20))
+            out.loss.backward()
+            grads = {n: p.grad for n, p in hf.named_parameters()}
+            assert out.cache is None and (grads['gates'] is None) == (name == 'frozen')
+            assert all(g is not None for n, g in grads.items() if n != 'gates')
+        finally:
+            hf.zero_grad(set_to_none=True)
+            hf.eval()
+
+
+def test_the_modeling_file_names_the_transformers_version_it_refuses(monkeypatch):
+    """Under transformers 4 the file stops at import, in one sentence that names both versions."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('hf.version_check', os.path.join(ROOT, 'hf', 'modeling_loopgpt.py'))
+    # (sys.modules': loading remote code can leave another transformers module object there)
+    monkeypatch.setattr(sys.modules['transformers'], '__version__', '4.46.3')
+    with pytest.raises(ImportError, match=r'tested with 5\.25\); this is transformers 4\.46\.3'):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 @pytest.mark.parametrize('name, kv_budget, extra_loops', [
-    ('paper', 0, 0), ('paper', 1, 0), ('paper', 2, 2), ('frozen', 1, 0), ('prelude_coda', 0, 0),
-    ('prelude_coda', 2, 1), ('recurrent', 0, 0), ('recurrent', 1, 3), ('recurrent', 2, 0), ('gpt', 0, 0)])
+    ('paper', 0, 0), ('paper', 2, 2), ('frozen', 1, 0), ('prelude_coda', 2, 1), ('recurrent', 0, 0),
+    ('recurrent', 1, 3), ('gpt', 0, 0)])
 def test_greedy_generate_gives_engine_generates_tokens(folders, name, kv_budget, extra_loops):
     """100 new tokens, the full cache or kv_budget = k (engine.KVCache's rule), at the trained
     loop count or above it (n_loop per call)."""
