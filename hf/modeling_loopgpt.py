@@ -45,7 +45,7 @@ class LoopKVCache:
 
     so iterations k, k+1, ... overwrite one group in place, and a later token reads each earlier
     one through g(n): with k = 1 only every token's last keys and values. engine.KVCache is the
-    same rule. Buffers hold n_positions tokens (the most a forward can see), made at first use.
+    same rule. Buffers grow with the tokens, up to n_positions (the most a forward can see).
     """
 
     is_compileable = False
@@ -73,12 +73,20 @@ class LoopKVCache:
     def update(self, slot, k, v):
         """Store k, v (B, nh, T, hs) after the cached tokens; return all keys and values so far."""
         s, end = self.where(slot), self.pos + k.size(2)
-        if self.k[s] is None:
-            shape = (k.size(0), k.size(1), self.max_len, k.size(3))
-            self.k[s], self.v[s] = k.new_zeros(shape), v.new_zeros(shape)
+        if self.k[s] is None or self.k[s].size(2) < end:
+            self.k[s], self.v[s] = self.grown(self.k[s], k, end), self.grown(self.v[s], v, end)
         self.k[s][:, :, self.pos:end] = k
         self.v[s][:, :, self.pos:end] = v
         return self.k[s][:, :, :end], self.v[s][:, :, :end]
+
+    def grown(self, buf, new, end):
+        """A buffer (B, nh, L, hs) for at least `end` tokens holding buf's cached ones: L doubles as
+        generation goes (amortised copies), up to max_len, so that a scoring forward stays small."""
+        old = 0 if buf is None else buf.size(2)
+        out = new.new_empty((new.size(0), new.size(1), min(self.max_len, max(end, 2 * old, 64)), new.size(3)))
+        if buf is not None:
+            out[:, :, :self.pos] = buf[:, :, :self.pos]
+        return out
 
     def advance(self, n):
         """Called once per forward pass, after every slot has stored its n new tokens."""
