@@ -144,7 +144,7 @@ def model_card(c, ckpt, model, tok):
             "- per-token exit (loopgpt's `--exit_threshold`) is not in this folder's generate(): every token runs "
             "n_loop iterations.", ""]
     lines += ["## Training config", "", "```", *(f"{k} = {v!r}" for k, v in sorted(train.items())), "```", ""]
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines)
 
 
 def main(argv):
