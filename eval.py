@@ -16,18 +16,22 @@ downloaded from the Hugging Face hub on first use and cached.
 
 How the model is asked (LoopLM below): a continuation is scored in one forward pass over
 context + continuation, the context cut from the left to block_size; a document's perplexity
-with a sliding window (rolling_stride); generation with the KV cache, greedy unless the task
-says otherwise. A LoopGPT runs the loop count it was trained with, or each count of --n_loop.
+over disjoint windows of block_size tokens, as lm-eval's Hugging Face backend and published
+GPT-2 figures (a smaller rolling_stride: overlapping windows, lower perplexity, not comparable);
+generation with the KV cache, greedy unless the task says otherwise (a task whose max_gen_toks
+leaves no room for a context in block_size is refused, as lm-eval's backend refuses it). A LoopGPT runs the loop count it was trained with, or each count of --n_loop.
 With --exit_threshold (per-token exit) or --kv_budget, every score follows the path generation
 takes instead: the context as one forward pass, then each scored token alone, through the
 cache, with the exit rule (engine.teacher_forced); the table then also gives the mean loop
 iterations per scored token.
 
 Prints lm-eval's table (one per loop count, and a summary of a sweep) and writes
-out_dir/eval-TASKS-SETTINGS.json: lm-eval's results with the settings that produced them.
+out_dir/eval-TASKS-CKPT[-nN]-HASH.json: lm-eval's results with the settings that produced
+them; HASH covers every setting that changes a score, so no two settings share a file.
 """
 
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -64,14 +68,16 @@ tasks = ''               # lm-eval task (or group) names, comma-separated, e.g. 
 include_path = ''        # a folder of your own task YAML files (lm-eval's --include_path)
 data_dir = 'data'        # prepare.py's folder: data_dir/DATASET/tasks/ of the checkpoint's dataset is searched too
 num_fewshot = None       # examples in each prompt (None: the task's own)
-limit = None             # at most this many examples per task, for a quick look (None: all)
+limit = None             # examples per task, for a quick look: a count (40) or a fraction (0.1); None: all
 batch_size = 16          # sequences per forward pass
 n_loop = ''              # LoopGPT: loop iterations ('' as trained), or several, '1,2,4,8': one evaluation each
 exit_threshold = 0.0     # LoopGPT: per-token exit, each token stops once its criterion < this (0: off)
 exit_min_loops = 1       # with exit: iterations every token runs at least
 exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}), or 'entropy', H(p_n)
 kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration
-rolling_stride = 0       # perplexity: tokens scored per window (LoopLM.loglikelihood_rolling); 0: block_size // 2
+rolling_stride = 0       # perplexity: tokens scored per window; 0: block_size, lm-eval's disjoint windows, as published
+                         # figures; smaller: overlapping windows (more context, lower perplexity, NOT comparable)
+gen_kwargs = ''          # generation tasks: lm-eval's --gen_kwargs, e.g. 'max_gen_toks=64' (overrides the task's)
 seed = 1234              # lm-eval's seeds (few-shot draws, sampled generation)
 device = default_device()
 dtype = default_dtype(device)  # 'float32', 'bfloat16' or 'float16' (autocast)
@@ -113,7 +119,7 @@ class LoopLM(TemplateLM):
         self.model, self.tok, self.batch_size = model, tok, batch_size
         self._device, self.ctx = device, autocast_context(device, dtype)  # LM.device reads _device
         self.exit, self.kv_budget = exit, kv_budget
-        self.stride = min(rolling_stride or max(self.max_length // 2, 1), self.max_length)
+        self.stride = min(rolling_stride or self.max_length, self.max_length)  # 0: disjoint, lm-eval's
         self.iterations = defaultdict(list)  # task -> loop iterations of each scored or generated token
         self.task_names = None  # of the requests being scored, in order (see loglikelihood)
 
@@ -158,8 +164,9 @@ class LoopLM(TemplateLM):
         token (end of text) on; each later one predicts the next `stride` tokens (the last ones,
         what is left), each from the block_size tokens before the last of them, so the first
         of them sees block_size - stride + 1 tokens and the last block_size. lm-eval's context_len
-        is block_size - stride + 1; stride = block_size (context_len 1) is its Hugging Face
-        backend's disjoint windows, a smaller stride more context for more compute."""
+        is block_size - stride + 1; stride = block_size (context_len 1), the default, is its Hugging
+        Face backend's disjoint windows; a smaller stride gives more context for more compute, and
+        a lower perplexity that published figures do not share."""
         windows, owner = [], []
         for i, request in enumerate(requests):
             for x, y in get_rolling_token_windows(
@@ -237,7 +244,12 @@ class LoopLM(TemplateLM):
             if self.tok.eot_token is not None:
                 until.append(self.tok.decode([self.tok.eot_token]))
             max_gen = kw.pop('max_gen_toks', 256)
-            ids = self.tok_encode(context)[-max(self.max_length - max_gen, 1):] or [self.eot_token_id]
+            if max_gen >= self.max_length:  # no room for a context: lm-eval's hf backend refuses it too
+                raise EvalError(f"task {request.task_name!r} generates up to {max_gen} tokens, which leaves no room "
+                                f"for its context in this model's block_size of {self.max_length}: give "
+                                f"--gen_kwargs=max_gen_toks=N with N < {self.max_length}, or a model with a larger "
+                                f"block_size.")
+            ids = self.tok_encode(context)[-(self.max_length - max_gen):] or [self.eot_token_id]
             sample = kw.pop('do_sample', False) and kw.get('temperature', 1.0) > 0
             settings = (tuple(until), max_gen, kw.get('temperature', 1.0) if sample else 0.0,
                         kw.get('top_k'), kw.get('top_p'))
@@ -326,6 +338,13 @@ def check_config(c):
         return f"n_loop must be '' (as trained) or whole numbers of at least 1, like '4' or '1,2,4', not {c['n_loop']!r}."
     if c['exit_threshold'] < 0 or c['kv_budget'] < 0 or c['rolling_stride'] < 0:
         return "exit_threshold, kv_budget and rolling_stride must not be negative (0: off, or the default)."
+    limit = c['limit']  # lm-eval reads a number below 1 as a fraction of the task's examples, else as a count
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not
+                              (isinstance(limit, int) and limit >= 1 or isinstance(limit, float) and 0 < limit < 1)):
+        return (f"limit must be a count of examples of at least 1, like 40, or a fraction between 0 and 1, like 0.1 "
+                f"(None: all), not {limit!r}.")
+    if gen_kwargs_of(c) is None:
+        return f"gen_kwargs must be KEY=VALUE pairs, comma-separated, like 'max_gen_toks=64', not {c['gen_kwargs']!r}."
     if c['exit_min_loops'] < 1:
         return f"exit_min_loops must be at least 1, not {c['exit_min_loops']}."
     if c['exit_criterion'] not in ('kl', 'entropy'):
@@ -346,17 +365,33 @@ def n_loops(c):
     return [int(p) for p in parts] if all(p.isdigit() and int(p) >= 1 for p in parts) else None
 
 
-def results_path(c, names, n_loop):
-    """out_dir/eval-TASKS-SETTINGS.json: one file per evaluation setting, never overwritten by another."""
+def gen_kwargs_of(c):
+    """--gen_kwargs as lm-eval's 'k=v,k=v' string ('' -> None), or None where it is not one."""
+    text = c['gen_kwargs'].strip() if isinstance(c['gen_kwargs'], str) else None
+    if text is None or (text and not all(re.fullmatch(r'\s*\w+\s*=[^=]+', p) for p in text.split(','))):
+        return None
+    return text
+
+
+def score_settings(c, checkpoint, n_loop, stride):
+    """Every setting that changes a score (the results file's name hashes them, its JSON keeps
+    them): the weights (init_from, and which checkpoint file at which iteration), the loop count
+    run, exit, the cache budget, the perplexity stride in tokens, the prompts (num_fewshot, seed),
+    the examples (limit), generation's overrides and the precision."""
+    exit = dict(threshold=c['exit_threshold'], min_loops=c['exit_min_loops'], criterion=c['exit_criterion']) \
+        if c['exit_threshold'] else None
+    return dict(init_from=c['init_from'], checkpoint=checkpoint, n_loop=n_loop, exit=exit, kv_budget=c['kv_budget'],
+                rolling_stride=stride, num_fewshot=c['num_fewshot'], limit=c['limit'], seed=c['seed'],
+                gen_kwargs=c['gen_kwargs'].strip(), dtype=c['dtype'])
+
+
+def results_path(c, names, n_loop, scored):
+    """out_dir/eval-TASKS-CKPT[-nN]-HASH.json: readable, and HASH (8 hex digits of the settings in
+    `scored`, score_settings) keeps two evaluations that can differ in a score apart."""
     what = 'gpt2' if c['init_from'] == 'gpt2' else (c['init_from'].strip('/').replace('/', '_')
                                                      if c['init_from'] != 'resume' else c['ckpt'])
-    parts = ['eval', '+'.join(names), what] + ([f'n{n_loop}'] if n_loop else [])
-    if c['exit_threshold']:
-        parts.append(f"exit-{c['exit_criterion']}{c['exit_threshold']:g}-min{c['exit_min_loops']}")
-    if c['kv_budget']:
-        parts.append(f"kv{c['kv_budget']}")
-    if c['limit'] is not None:
-        parts.append(f"limit{c['limit']}")
+    digest = hashlib.sha256(json.dumps(scored, sort_keys=True).encode()).hexdigest()[:8]
+    parts = ['eval', '+'.join(names), what] + ([f'n{n_loop}'] if n_loop else []) + [digest]
     return os.path.join(c['out_dir'], '-'.join(parts) + '.json')
 
 
@@ -396,18 +431,21 @@ def evaluate(c, argv):
         results = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, num_fewshot=c['num_fewshot'],
                                           limit=c['limit'], random_seed=c['seed'], numpy_random_seed=c['seed'],
                                           torch_random_seed=c['seed'], fewshot_random_seed=c['seed'],
-                                          log_samples=False)
+                                          gen_kwargs=gen_kwargs_of(c) or None, log_samples=False)
         for task, its in lm.iterations.items():
             if task in results['results'] and (exit is not None or c['kv_budget']):
                 results['results'][task]['iterations,none'] = sum(its) / max(len(its), 1)
         print(f"\nn_loop {model.n_loop}" + (f", exit {exit.criterion} < {exit.threshold:g}" if exit else '') +
-              (f", kv_budget {c['kv_budget']}" if c['kv_budget'] else '') + f" ({time.time() - t0:.0f} s):")
+              (f", kv_budget {c['kv_budget']}" if c['kv_budget'] else '') + f", perplexity {windows(lm)}"
+              f" ({time.time() - t0:.0f} s):")
         print(lm_eval.utils.make_table(results))
+        looped = model.n_loop if isinstance(model, LoopGPT) else None
+        scored = score_settings(c, os.path.basename(where), looped, lm.stride)
         settings = dict(config=c, command=' '.join(['python eval.py'] + argv), model=where,
                         model_type=type(model).__name__, n_loop=model.n_loop, trained_n_loop=trained,
-                        tokenizer=meta['tokenizer'], lm_eval_version=getattr(lm_eval, '__version__', None),
-                        seconds=time.time() - t0)
-        path = results_path(c, names, n)
+                        tokenizer=meta['tokenizer'], perplexity_windows=windows(lm), scored=scored,
+                        lm_eval_version=getattr(lm_eval, '__version__', None), seconds=time.time() - t0)
+        path = results_path(c, names, looped, scored)
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
         with open(path, 'w') as f:
             json.dump(dict(settings=settings, results={k: v for k, v in results.items() if k != 'samples'}), f,
@@ -417,6 +455,14 @@ def evaluate(c, argv):
     if len(runs) > 1:
         print('\n' + sweep_table(runs))
     return runs
+
+
+def windows(lm):
+    """How a document's perplexity was computed, for the table's header and the JSON."""
+    if lm.stride == lm.max_length:
+        return f"over disjoint windows of {lm.max_length} tokens (rolling_stride {lm.stride}, lm-eval's)"
+    return (f"over overlapping windows (rolling_stride {lm.stride} of block_size {lm.max_length}: NOT comparable "
+            f"with published figures)")
 
 
 def sweep_table(runs):

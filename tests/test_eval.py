@@ -219,34 +219,52 @@ MC_DOCS = [dict(q='The capital of France is', choices=['Paris', 'the the', 'thin
            dict(q='the\n\nthe', choices=[' thing', 'ing'], label=1)]
 
 
+def hf_gpt2(path, enc=None):
+    """A GPT-2-shaped model of block_size 32 saved with transformers in `path`, with a Hugging Face
+    tokenizer equal to ours: `enc`'s byte-pair encoding, or (enc None) bytes, one token each, with
+    <|endoftext|> as id 256. Returns our tokenizer and lm-eval's `hf` backend on that folder."""
+    transformers = pytest.importorskip('transformers')
+    from lm_eval.models.huggingface import HFLM
+    torch.manual_seed(0)
+    path.mkdir()
+    n_vocab, eot = (enc.n_vocab, enc.eot_token) if enc else (257, 256)
+    config = transformers.GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=2, vocab_size=n_vocab,
+                                     bos_token_id=eot, eos_token_id=eot)
+    hf = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():
+        hf.lm_head.weight.mul_(20)  # tied to wte: clear preferences between the choices
+    hf.save_pretrained(path)
+    if enc:
+        hf_tokenizer_files(enc, path)
+    else:  # no merges: every byte is its own token, its id the byte's value
+        u = byte_to_unicode()
+        (path / 'vocab.json').write_text(json.dumps({u[b]: b for b in range(256)} | {'<|endoftext|>': eot}))
+        (path / 'merges.txt').write_text('#version: 0.2\n')
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(path)  # EOS: <|endoftext|>, GPT-2's default
+    tokenizer.save_pretrained(path)
+    ours_tok = TiktokenTokenizer(enc) if enc else BYTES
+    for text in ('Question: what is in the box? Answer: the thing', 'the\n\nthe thing é   x'):
+        assert tokenizer(text)['input_ids'] == ours_tok.encode(text)  # the premise: one tokenizer twice
+    # the prefix token of a document: <|endoftext|> for BPE; for bytes, '\n' (LoopLM.eot_token_id).
+    # logits_cache off: in lm-eval 0.4.13 at batch_size > 1 it changed DOCS[0]'s rolling sum by 7.9
+    # nats (-2958.64 against -2966.51 with it off, with batch_size=1, and summed here by hand)
+    theirs = HFLM(pretrained=str(path), tokenizer=str(path), device='cpu', batch_size=4, logits_cache=False,
+                  prefix_token_id=None if enc else ord('\n'))
+    return ours_tok, theirs
+
+
 def test_our_class_and_lm_evals_hf_backend_agree_on_the_same_weights(tmp_path, enc):
     """A GPT-2-shaped model saved with transformers, evaluated through LoopLM (after
     GPT.from_pretrained) and through lm-eval's `hf` model: the same loglikelihood for every
     request, the same accuracies. Prefix spaces, the target delimiter, an empty context and
     a context cut from the left all take part."""
-    transformers = pytest.importorskip('transformers')
-    from lm_eval.models.huggingface import HFLM
-    torch.manual_seed(0)
     hf_dir = tmp_path / 'hf'
-    hf_dir.mkdir()
-    config = transformers.GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=2, vocab_size=enc.n_vocab,
-                                     bos_token_id=enc.eot_token, eos_token_id=enc.eot_token)
-    hf = transformers.GPT2LMHeadModel(config)
-    with torch.no_grad():
-        hf.lm_head.weight.mul_(20)  # tied to wte: clear preferences between the choices
-    hf.save_pretrained(hf_dir)
-    hf_tokenizer_files(enc, hf_dir)
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(hf_dir)  # EOS: <|endoftext|>, GPT-2's default
-    tokenizer.save_pretrained(hf_dir)
-    ours_tok = TiktokenTokenizer(enc)
-    for text in ('Question: what is in the box? Answer: the thing', 'the\n\nthe thing é   x'):
-        assert tokenizer(text)['input_ids'] == ours_tok.encode(text)  # the premise: one tokenizer twice
+    ours_tok, theirs = hf_gpt2(hf_dir, enc)
     task_dir = tmp_path / 'tasks'
     task_dir.mkdir()
     write_mc_task(str(task_dir), MC_DOCS)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     ours = LoopLM(GPT.from_pretrained(str(hf_dir)).eval(), ours_tok, batch_size=4)
-    theirs = HFLM(pretrained=str(hf_dir), tokenizer=str(hf_dir), device='cpu', batch_size=4)
     results = [lm_eval.simple_evaluate(model=lm, tasks=['mc'], task_manager=manager, log_samples=True)
                for lm in (ours, theirs)]
     a, b = ([s['filtered_resps'] for s in r['samples']['mc']] for r in results)
@@ -256,6 +274,43 @@ def test_our_class_and_lm_evals_hf_backend_agree_on_the_same_weights(tmp_path, e
         assert [g for _, g in x] == [g for _, g in y]
     for metric in ('acc,none', 'acc_norm,none'):
         assert results[0]['results']['mc'][metric] == results[1]['results']['mc'][metric]
+
+
+DOCS = ["def rolling(window):\n    return sum(window) / len(window)  # the mean of the window's values\n" * 3,
+        'The thing in the box is the thing, then there is é and ' * 4 + 'the end.']
+
+
+@pytest.mark.parametrize('tokenizer', ['bpe', 'bytes'])
+def test_default_perplexity_is_lm_evals_hf_backend_on_the_same_weights(tmp_path, enc, tokenizer):
+    """Perplexity by default over lm-eval's disjoint windows: each document's log-likelihood
+    (several times block_size long) equals what lm-eval's `hf` backend computes on the same
+    weights, for a BPE and a byte tokenizer; an overlapping stride gives another number."""
+    ours_tok, theirs = hf_gpt2(tmp_path / 'hf', enc if tokenizer == 'bpe' else None)
+    assert all(len(ours_tok.encode(d)) > 4 * 32 for d in DOCS)
+    reqs = [request('loglikelihood_rolling', d) for d in DOCS]
+    model = GPT.from_pretrained(str(tmp_path / 'hf')).eval()
+    ours = LoopLM(model, ours_tok, batch_size=3).loglikelihood_rolling(reqs)
+    expected = theirs.loglikelihood_rolling(reqs)
+    assert ours == pytest.approx(expected, rel=1e-6, abs=0), (ours, expected)
+    overlapping = LoopLM(model, ours_tok, rolling_stride=16).loglikelihood_rolling(reqs)
+    assert all(abs(a - b) > 1e-2 for a, b in zip(overlapping, expected))
+
+
+def test_generation_without_room_for_a_context_is_refused_as_lm_evals_hf_backend_does(tmp_path):
+    """max_gen_toks >= block_size would leave the context no token (it once kept one, silently):
+    refused in one sentence that names the fix, where lm-eval's `hf` backend refuses it too; one
+    token less still generates, from the one context token both keep."""
+    ours_tok, theirs = hf_gpt2(tmp_path / 'hf')
+    lm = LoopLM(GPT.from_pretrained(str(tmp_path / 'hf')).eval(), ours_tok)
+    for max_gen in (32, 40):
+        req = [request('generate_until', 'some context', {'until': ['\n\n'], 'max_gen_toks': max_gen})]
+        with pytest.raises(eval_py.EvalError, match=r"generates up to \d+ tokens, .* --gen_kwargs=max_gen_toks=N "
+                                                    r"with N < 32, or a model with a larger block_size\.$"):
+            lm.generate_until(req)
+        with pytest.raises(AssertionError, match='must be less than'):
+            theirs.generate_until(req)
+    req = [request('generate_until', 'some context', {'until': ['never'], 'max_gen_toks': 31})]
+    assert len(lm.generate_until(req)[0].encode()) == 31
 
 
 # -----------------------------------------------------------------------------
@@ -279,7 +334,8 @@ def runs(tmp_path):
 
 
 def run_eval(capsys, runs, *args):
-    code = eval_py.main([f'--data_dir={runs / "data"}', '--tasks=stdlib_next_line', '--limit=40', *args])
+    limit = [] if any(a.startswith('--limit=') for a in args) else ['--limit=40']
+    code = eval_py.main([f'--data_dir={runs / "data"}', '--tasks=stdlib_next_line', *limit, *args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -289,15 +345,43 @@ def test_a_local_task_prints_the_table_and_writes_the_results(runs, capsys):
     assert code == 0, err
     assert out.count('|stdlib_next_line|') == 2 and '|acc     |' in out and 'n_loop 1' in out and 'n_loop 2' in out
     assert '| stdlib_next_line | acc | ' in out  # the sweep's summary
-    with open(runs / 'loop' / 'eval-stdlib_next_line-best-n2-limit40.json') as f:
-        saved = json.load(f)
-    assert saved['settings']['n_loop'] == 2 and saved['settings']['config']['limit'] == 40
-    assert os.path.exists(runs / 'loop' / 'eval-stdlib_next_line-best-n1-limit40.json')
+    assert out.count('perplexity over disjoint windows of 64 tokens (rolling_stride 64') == 2  # the default
+    files = sorted(os.listdir(runs / 'loop'))
+    assert [re.sub(r'-[0-9a-f]{8}\.json$', '-HASH', f) for f in files if f.startswith('eval-')] == \
+        ['eval-stdlib_next_line-best-n1-HASH', 'eval-stdlib_next_line-best-n2-HASH']
+    with open(runs / 'loop' / files[-1]) as f:
+        saved = json.load(f)['settings']
+    assert saved['n_loop'] == 2 and saved['config']['limit'] == 40
+    assert saved['scored'] == dict(init_from='resume', checkpoint='best.pt (iter 0)', n_loop=2, exit=None,
+                                   kv_budget=0, rolling_stride=64, num_fewshot=None, limit=40, seed=1234,
+                                   gen_kwargs='', dtype='float32')
+    # an overlapping stride is named as such (and has a file of its own: test_results_files_differ_...)
+    lm = LoopLM(tiny(block_size=64, n_loop=2), BYTES, rolling_stride=16)
+    assert eval_py.windows(lm).startswith('over overlapping windows (rolling_stride 16 of block_size 64: NOT comparable')
     # with exit the table gives the mean iterations per scored token
     code, out, err = run_eval(capsys, runs, f'--out_dir={runs / "loop"}', '--exit_threshold=1e9')
     assert code == 0, err
     # every token after one iteration (the table rounds a column to its values' decimals: 1.0, 1.000, ...)
     assert re.search(r'\|none\|0\|iterations\|\|1\.0*\|', out.replace(' ', '')), out
+
+
+def test_results_files_differ_in_every_setting_that_changes_a_score():
+    """eval.py's result files once overwrote each other (a default run and a --rolling_stride=64 run
+    both wrote eval-...-best.json): each setting that changes a score changes the name."""
+    c = {**eval_py.config_keys(vars(eval_py)), 'dtype': 'float32'}
+    changes = [('init_from', 'gpt2'), ('exit_threshold', 0.01), ('kv_budget', 2), ('num_fewshot', 5),
+               ('limit', 40), ('limit', 0.5), ('seed', 1), ('gen_kwargs', 'max_gen_toks=8'), ('dtype', 'bfloat16')]
+    exit_changes = [('exit_min_loops', 2), ('exit_criterion', 'entropy')]  # these count only with exit on
+
+    def path(c, checkpoint='best.pt (iter 100)', n_loop=2, stride=64):
+        return eval_py.results_path(c, ['t'], n_loop, eval_py.score_settings(c, checkpoint, n_loop, stride))
+    paths = [path(c), path(c, checkpoint='best.pt (iter 200)'), path(c, checkpoint='last.pt (iter 100)'),
+             path(c, n_loop=3), path(c, stride=32)] + [path({**c, k: v}) for k, v in changes]
+    with_exit = {**c, 'exit_threshold': 0.01}
+    paths += [path({**with_exit, k: v}) for k, v in exit_changes]
+    assert len(set(paths)) == len(paths), paths
+    assert all(re.fullmatch(r'out/eval-t-(best|gpt2)-n[23]-[0-9a-f]{8}\.json', p) for p in paths), paths
+    assert path(c) == path(dict(c)) and path({**c, 'batch_size': 3}) == path(c)  # stable; batching scores alike
 
 
 @pytest.mark.parametrize('args, message', [
@@ -306,6 +390,10 @@ def test_a_local_task_prints_the_table_and_writes_the_results(runs, capsys):
     (['--out_dir={runs}/gpt', '--n_loop=2'], 'plain GPT'),
     (['--out_dir={runs}/loop', '--n_loop=two'], 'n_loop must be'),
     (['--out_dir={runs}/loop', '--tasks='], 'no tasks'),
+    (['--out_dir={runs}/loop', '--limit=abc'], 'limit must be a count of examples of at least 1'),
+    (['--out_dir={runs}/loop', '--limit=0'], 'limit must be'),
+    (['--out_dir={runs}/loop', '--limit=1.5'], 'or a fraction between 0 and 1'),
+    (['--out_dir={runs}/loop', '--gen_kwargs=64'], "gen_kwargs must be KEY=VALUE pairs"),
     (['--out_dir={runs}/loop', '--tasks=hub_task', '--include_path={runs}/hub'], "task 'hub_task' needs its data"),
 ])
 def test_user_errors_are_one_line(runs, capsys, args, message):
@@ -315,6 +403,24 @@ def test_user_errors_are_one_line(runs, capsys, args, message):
                                                 'doc_to_choice: ["a"]\ndoc_to_target: 0\n')
     code, out, err = run_eval(capsys, runs, *[a.format(runs=runs) for a in args])
     assert code == 1 and err.startswith('error: ') and err.count('\n') == 1 and message in err, err
+
+
+def test_a_generation_task_without_room_for_its_context_ends_in_one_line(runs, capsys):
+    """max_gen_toks (here from --gen_kwargs) >= block_size: the one-line error that names the fix,
+    once the task's requests reach the model; no traceback."""
+    os.makedirs(runs / 'gen')
+    (runs / 'gen' / 'gen.jsonl').write_text('{"q": "def f(x):", "a": " return x"}\n')
+    (runs / 'gen' / 'gen_task.yaml').write_text(
+        f"task: gen_task\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {runs / 'gen' / 'gen.jsonl'}\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+        "generation_kwargs:\n  until: ['\\n']\nmetric_list:\n  - metric: exact_match\n    aggregation: mean\n"
+        "    higher_is_better: true\n")
+    code, _, err = run_eval(capsys, runs, f'--out_dir={runs / "loop"}', '--tasks=gen_task',
+                            f'--include_path={runs / "gen"}', '--gen_kwargs=max_gen_toks=64')
+    assert code == 1 and 'Traceback' not in err, err
+    assert err.splitlines()[-1] == ("error: task 'gen_task' generates up to 64 tokens, which leaves no room for its "
+                                    "context in this model's block_size of 64: give --gen_kwargs=max_gen_toks=N with "
+                                    "N < 64, or a model with a larger block_size."), err
 
 
 def test_an_unknown_task_names_the_closest(runs, capsys):

@@ -4,6 +4,7 @@ CPU, fp32, offline; tiny models. The end-to-end tests train a LoopGPT with train
 for a few seconds on a repeated phrase, then run sample.py on it.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 import engine
 import sample
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from engine import KVCache, generate, sample_next
+from engine import ExitRule, KVCache, generate, sample_next
 from model import GPT, GPTConfig, LoopGPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
@@ -486,8 +487,8 @@ def test_bench_twins_have_the_same_params_and_the_same_flops():
 def test_bench_prints_a_table():
     r = subprocess.run([sys.executable, '-m', 'tools.bench', '--device=cpu', '--n_layer=1', '--n_loop=2', '--n_embd=32',
                         '--n_head=2', '--block_size=32', '--batch_size=2', '--warmup_iters=1', '--train_iters=1',
-                        '--gen_tokens=40', '--rounds=1', '--exit_threshold=1e-3'], cwd=ROOT, capture_output=True,
-                       text=True)
+                        '--gen_tokens=40', '--rounds=1', '--exit_threshold=1e-3', '--gen_batch=3'], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith('| ') and not line.startswith('| ---')]
     assert len(rows) == 4 and 'cache speedup' in rows[0]
@@ -496,12 +497,41 @@ def test_bench_prints_a_table():
     assert 'LoopGPT / same-params GPT: training x' in r.stdout and 'LoopGPT / same-depth GPT' in r.stdout
     assert '40 steps outgrow block_size=32' in r.stdout
     # --exit_threshold: the LoopGPT's generation with per-token exit, at each fixed count up to
-    # ceil(m) + 1, and whether the exit cost more than that count
-    m = re.search(r'LoopGPT 1L x2, generation ms/token with the KV cache: n_loop=1 [\d.]+, n_loop=2 [\d.]+'
-                  r'(, n_loop=3 [\d.]+)?; per-token exit \(kl < 0.001\) [\d.]+ at m = ([\d.]+) iterations per '
-                  r'token on average: (no more|more) than the fixed ceil\(m\) \+ 1 = (\d)', r.stdout)
-    assert m and 1 <= float(m[2]) <= 2 and int(m[4]) == math.ceil(float(m[2])) + 1, r.stdout
-    assert (m[1] is not None) == (int(m[4]) == 3)  # the fixed counts reach ceil(m) + 1
+    # ceil(m) + 1, in how many rounds the exit cost no more than that count, and how often the
+    # rows (a different prompt each) ran different loop counts
+    m = re.search(r'LoopGPT 1L x2, generation ms/step of 3 with the KV cache, best of 1 rounds: n_loop=1 [\d.]+, '
+                  r'n_loop=2 [\d.]+(, n_loop=3 [\d.]+)?; per-token exit \(kl < 0.001\) [\d.]+ at m = ([\d.]+) '
+                  r'iterations per token on average; no more than the fixed ceil\(m\) \+ 1 = (\d) \([\d.]+\) in '
+                  r'([01]) of 1 rounds; its 3 rows \(a different prompt each\) ran different loop counts at (\d+)% '
+                  r'of steps, per-row mean iterations ([\d.]+) to ([\d.]+)\. The weights are random', r.stdout)
+    assert m and 1 <= float(m[2]) <= 2 and int(m[3]) == math.ceil(float(m[2])) + 1, r.stdout
+    assert (m[1] is not None) == (int(m[3]) == 3)  # the fixed counts reach ceil(m) + 1
+    assert 0 <= int(m[5]) <= 100 and 1 <= float(m[6]) <= float(m[2]) <= float(m[7]) <= 2, r.stdout
+
+
+def test_bench_rows_have_different_prompts_and_stop_apart():
+    """The exit line's rows must differ: one prompt for all would decode alike (greedy) and every
+    row would stop together. Distinct prompts, and on a tiny random LoopGPT rows that do stop apart,
+    counted as the line counts them."""
+    from tools import bench
+    config = {**bench.config_keys(vars(bench)), 'n_layer': 1, 'n_loop': 4, 'n_embd': 32, 'n_head': 2,
+              'block_size': 32, 'gen_batch': 6, 'gen_tokens': 20, 'exit_threshold': 0.1, 'device': 'cpu'}
+    prompt = bench.prompts(config)
+    assert prompt.shape == (6, 1) and len(set(prompt[:, 0].tolist())) == 6
+    assert torch.equal(prompt, bench.prompts(config))  # seeded
+    torch.manual_seed(0)
+    model = LoopGPT(GPTConfig(block_size=32, vocab_size=256, n_layer=1, n_head=2, n_embd=32, n_loop=4)).eval()
+    with torch.no_grad():  # weights away from their init: predictions that settle at different iterations
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        model.lm_head.weight.mul_(3)
+    r = bench.exit_timings(model, prompt, config, contextlib.nullcontext())
+    _, loops = generate(model, prompt, 20, temperature=0, exit=ExitRule(0.1))
+    apart = sum(len(set(loops[:, t].tolist())) > 1 for t in range(20)) / 20
+    assert r['exit_apart'] == pytest.approx(apart) and 0.2 < apart
+    assert r['exit_row_loops'] == pytest.approx(loops.float().mean(1).tolist())
+    _, same = generate(model, torch.zeros_like(prompt), 20, temperature=0, exit=ExitRule(0.1))
+    assert (same == same[:1]).all()  # the old prompt, one token for all: the rows never stop apart
 
 
 def test_bench_trains_at_each_drawn_loop_count():
