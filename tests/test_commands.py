@@ -10,13 +10,13 @@ Also: every relative link in those files points at a file that exists, and at a 
 exists when it names one.
 """
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import pytest
@@ -143,28 +143,64 @@ def module_file(root, name):
     return None
 
 
-def check(t, root=ROOT):
-    """None if the command target exists and answers; else what is wrong."""
-    kind, name = t
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    if kind == 'make':
-        if shutil.which('make') is None:
-            pytest.skip('make is not installed')
-        r = subprocess.run(['make', '-n'] + ([name] if name else []), cwd=root, env=env,
-                           capture_output=True, text=True, timeout=60)
-        return None if r.returncode == 0 else f'make -n {name} exited {r.returncode}: {r.stderr.strip()[-500:]}'
-    if kind == 'script':
-        if not os.path.isfile(os.path.join(root, name)):
-            return f'no file {name}'
-        argv = [sys.executable, name, '--help']
-    elif kind == 'module':
-        if module_file(root, name) is None:
-            return f'no module {name} (no {name.replace(".", "/")}.py)'
-        argv = [sys.executable, '-m', name, '--help']
-    else:
-        return f'cannot tell which script `{kind} {name}` runs'
-    r = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    return None if r.returncode == 0 else f'{" ".join(argv[1:])} exited {r.returncode}: {r.stderr.strip()[-800:]}'
+# Runs in one fresh Python: each script or module with --help, as `python X.py` and `python -m X`
+# would (sys.path[0] the script's folder, or the root for -m), its output swallowed; prints
+# {"kind:name": exit code, or the error}. One torch import for all, not one per command.
+HELP_RUNNER = r"""
+import io, json, os, runpy, sys
+from contextlib import redirect_stderr, redirect_stdout
+out, path0 = {}, sys.path[0]
+for kind, name in json.loads(sys.argv[1]):
+    sys.argv = [name, '--help']
+    sys.path[0] = os.path.dirname(os.path.abspath(name)) if kind == 'script' else path0
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            if kind == 'script':
+                runpy.run_path(name, run_name='__main__')
+            else:
+                runpy.run_module(name, run_name='__main__', alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    except BaseException as e:
+        code = f'{type(e).__name__}: {e}'
+    out[f'{kind}:{name}'] = code
+print(json.dumps(out))
+"""
+
+
+def check_make(name, root=ROOT):
+    if shutil.which('make') is None:
+        pytest.skip('make is not installed')
+    r = subprocess.run(['make', '-n'] + ([name] if name else []), cwd=root, capture_output=True, text=True,
+                       timeout=60)
+    return None if r.returncode == 0 else f'make -n {name} exited {r.returncode}: {r.stderr.strip()[-500:]}'
+
+
+def check_all(targets, root=ROOT):
+    """{target: None if it exists and answers --help (make: make -n), else what is wrong}."""
+    problems, runs = {}, []
+    for kind, name in targets:
+        if kind == 'make':
+            problems[kind, name] = check_make(name, root)
+        elif kind == 'script' and not os.path.isfile(os.path.join(root, name)):
+            problems[kind, name] = f'no file {name}'
+        elif kind == 'module' and module_file(root, name) is None:
+            problems[kind, name] = f'no module {name} (no {name.replace(".", "/")}.py)'
+        elif kind in ('script', 'module'):
+            runs.append((kind, name))
+        else:
+            problems[kind, name] = f'cannot tell which script `{kind} {name}` runs'
+    if runs:
+        r = subprocess.run([sys.executable, '-c', HELP_RUNNER, json.dumps(runs)], cwd=root, capture_output=True,
+                           text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        assert r.returncode == 0, r.stderr[-2000:]
+        codes = json.loads(r.stdout.strip().splitlines()[-1])
+        for kind, name in runs:
+            code = codes[f'{kind}:{name}']
+            shown = f'python {name}' if kind == 'script' else f'python -m {name}'
+            problems[kind, name] = None if code == 0 else f'{shown} --help exited {code}'
+    return problems
 
 
 FOUND = collect()
@@ -173,9 +209,7 @@ TARGETS = sorted(FOUND)
 
 @lru_cache(maxsize=None)
 def results():
-    """Every target's check, run three at a time: each --help starts torch (1-3 s)."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(TARGETS, pool.map(check, TARGETS)))
+    return check_all(TARGETS)
 
 
 def test_commands_found():
@@ -211,8 +245,14 @@ def test_extraction(tmp_path):
     assert sorted(found) == [('make', 'demo'), ('module', 'experiments.nosuch'),
                              ('script', 'prepare.py'), ('script', 'sample.py'), ('script', 'train.py')]
     assert len(found[('script', 'train.py')]) == 2  # python and torchrun, the latter joined across lines
-    assert check(('module', 'experiments.nosuch')) == 'no module experiments.nosuch (no experiments/nosuch.py)'
-    assert check(('script', 'nosuch.py')) == 'no file nosuch.py'
+    (tmp_path / 'broken.py').write_text("import sys\nif '--help' in sys.argv:\n    sys.exit(2)\n")
+    (tmp_path / 'fine.py').write_text("import sys\nprint('usage')\nsys.exit(0)\n")
+    assert check_all([('module', 'experiments.nosuch'), ('script', 'nosuch.py'), ('script', 'broken.py'),
+                      ('script', 'fine.py')], root=str(tmp_path)) == {
+        ('module', 'experiments.nosuch'): 'no module experiments.nosuch (no experiments/nosuch.py)',
+        ('script', 'nosuch.py'): 'no file nosuch.py',
+        ('script', 'broken.py'): 'python broken.py --help exited 2',
+        ('script', 'fine.py'): None}
 
 
 # --- links -------------------------------------------------------------------------------------
