@@ -52,8 +52,9 @@ def command_line(module, argv=None):
 def provenance(command, threads, root=ROOT):
     """Where a results.json came from, written into it: the commit of the code (None outside a git
     checkout), whether tracked files differed from that commit (dirty; untracked files are not
-    counted), the torch and Python versions, the device, the CPU threads of each training run or
-    measurement, and the command. train.py's batches depend only on the seed and the iteration,
+    counted, and a study asks before it writes, as its out_dir may hold committed results), the
+    torch and Python versions, the device, the CPU threads of each training run or measurement,
+    and the command. train.py's batches depend only on the seed and the iteration,
     so the same commit, torch, machine type and threads train the same numbers bit for bit."""
     def git(*args):
         try:

@@ -132,15 +132,16 @@ def main(c):
     if c['threads']:
         torch.set_num_threads(c['threads'])
     t0 = time.time()
+    command = command_line('experiments.exit')
+    origin = provenance(command, torch.get_num_threads())  # before out_dir's files change
     results, info = earlier(c, names)
     for name in names:
         runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
         results.update(measure(name, runs_dir, c))
-    command = command_line('experiments.exit')
     info['commands'].append(dict(command=command, studies=names, wall_s=time.time() - t0,
                                  machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
                                          f"{torch.get_num_threads()} threads",
-                                 provenance=provenance(command, torch.get_num_threads())))  # each call's own
+                                 provenance=origin))  # each call's own
     os.makedirs(c['out_dir'], exist_ok=True)
     with open(os.path.join(c['out_dir'], 'results.json'), 'w') as f:
         json.dump(dict(info=info, provenance=info['commands'][-1]['provenance'], config=c, runs=results), f)

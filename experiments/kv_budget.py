@@ -239,16 +239,16 @@ def main(c):
     if c['threads']:
         torch.set_num_threads(c['threads'])
     t0, results = time.time(), {}
+    origin = provenance(command_line('experiments.kv_budget'), torch.get_num_threads())  # before out_dir changes
     for name in names:
         runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
         results.update(measure(name, runs_dir, c))
-    info = dict(command=command_line('experiments.kv_budget'),
+    info = dict(command=origin['command'],
                 machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
                 wall_s=time.time() - t0, eval_tokens=c['eval_tokens'], exit_threshold=c['exit_threshold'])
     os.makedirs(c['out_dir'], exist_ok=True)
     with open(os.path.join(c['out_dir'], 'results.json'), 'w') as f:
-        json.dump(dict(info=info, provenance=provenance(info['command'], torch.get_num_threads()), config=c,
-                       runs=results), f)
+        json.dump(dict(info=info, provenance=origin, config=c, runs=results), f)
     text = report(info, results)
     with open(os.path.join(c['out_dir'], 'results.md'), 'w') as f:
         f.write(text)
