@@ -105,7 +105,8 @@ def main(c):
     else:
         changed = [f"{k} {theirs[k]} -> {ours[k]}" for k in ('commit', 'dirty', 'torch', 'python', 'device', 'threads')
                    if theirs.get(k) != ours[k]]
-        print("made where this runs" if not changed else "made elsewhere: " + '; '.join(changed))
+        print("made with this commit, torch, Python, device and threads" if not changed else
+              "here, unlike where the record was made: " + '; '.join(changed))
     torch.set_num_threads(cfg['threads'])  # the final evaluation, here
     data = runs.load_data(cfg)  # before training: a missing dataset fails at once
     t0 = time.time()

@@ -66,7 +66,7 @@ def test_a_recorded_run_reproduces_bit_for_bit(tmp_path, capsys):
     c = {**config_keys(vars(reproduce)), 'record': str(record), 'out_dir': str(tmp_path / 'again')}
     reproduce.main(c)  # the cheapest run: the only one, gpt1, seed 1337
     out = capsys.readouterr().out
-    assert 'gpt1 (1⊗1) seed 1337' in out and 'made where this runs' in out
+    assert 'gpt1 (1⊗1) seed 1337' in out and 'made with this commit, torch, Python, device and threads' in out
     assert 'largest difference: bit for bit (tolerance 0)' in out
     assert out.count('val loss at iter') == 3  # iterations 0, 3, 6
 
