@@ -53,9 +53,10 @@ TINY = dict(loop_counts='1', pairs='', ablate_gates='', prelude_coda='', n_seeds
             warmup_iters=1, jobs=1, threads=1, dataset='tiny')
 
 
-def test_a_recorded_run_reproduces_bit_for_bit(tmp_path, capsys):
+def test_a_recorded_run_reproduces_bit_for_bit(tmp_path, capsys, monkeypatch):
     """A one-run grid recorded with provenance, then trained again from its results.json alone:
     every logged val loss and the final losses equal; a changed record fails with one line."""
+    monkeypatch.setattr(runs, 'plot_all', lambda *args: None)  # the plots take seconds and are not tested here
     with open(os.path.join(HERE, 'model.py'), 'rb') as f:
         write_dataset(tmp_path, np.frombuffer(f.read(), dtype=np.uint8))
     cfg = {**config_keys(vars(runs)), **TINY, 'data_dir': str(tmp_path), 'out_dir': str(tmp_path / 'study')}
