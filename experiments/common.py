@@ -5,10 +5,12 @@ come from one `python -m experiments.depth` command each; its runs land in
 runs_root/DIR-runs/NAME-sSEED/last.pt, DIR as below (the folders of the committed results/ of
 the same commands). train_study runs the command in a subprocess, which trains only what is
 missing; load_run and eval_windows read the results; generation_scores measures a model on
-val windows along the path generation takes.
+val windows along the path generation takes. provenance is what every study's results.json
+records of where it came from.
 """
 
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -20,7 +22,10 @@ from torch.nn import functional as F
 from checkpoint import load_checkpoint, model_from_checkpoint
 from configurator import ConfigError
 from dataformat import answer_groups, fixed_windows, load_meta
+from device import default_device
 from engine import KVCache, teacher_forced
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 # name: (DIR under runs_root, experiments.depth arguments, dataset)
 STUDIES = {
@@ -35,6 +40,46 @@ SEEDS = (1337, 1338)  # the grid's two seeds (experiments/runs.py: seed, n_seeds
 
 class RunError(Exception):
     """A study's training failed or left no usable log; the message says where to look."""
+
+
+def command_line(module, argv=None):
+    """The command that started a study, as typed: `python -m MODULE` and its arguments
+    (sys.argv[1:] unless argv is given), each quoted as a shell needs it."""
+    args = sys.argv[1:] if argv is None else argv
+    return ' '.join([f'python -m {module}'] + [shlex.quote(a) for a in args])
+
+
+def provenance(command, threads, root=ROOT):
+    """Where a results.json came from, written into it: the commit of the code (None outside a git
+    checkout), whether tracked files differed from that commit (dirty; untracked files are not
+    counted, and a study asks before it writes, as its out_dir may hold committed results), the
+    torch and Python versions, the device, the CPU threads of each training run or measurement,
+    and the command. train.py's batches depend only on the seed and the iteration,
+    so the same commit, torch, machine type and threads train the same numbers bit for bit."""
+    def git(*args):
+        try:
+            p = subprocess.run(['git', '-C', root, *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    commit = git('rev-parse', 'HEAD')
+    status = git('status', '--porcelain', '--untracked-files=no') if commit else None
+    return dict(commit=commit, dirty=None if status is None else bool(status), torch=torch.__version__,
+                python=platform.python_version(), device=device_name(), threads=threads, command=command)
+
+
+def device_name():
+    """'cpu: 2 CPU cores (x86_64, Intel(R) Xeon(R) ...)', with the GPU's name first on CUDA."""
+    device = default_device()
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:  # Linux: the CPU model, which platform.processor() leaves out
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    gpu = f"{torch.cuda.get_device_name()}; " if device == 'cuda' else ''
+    return f"{device}: {gpu}{os.cpu_count()} CPU cores ({', '.join(filter(None, (platform.machine(), cpu)))})"
 
 
 def parse_pair(text, key):

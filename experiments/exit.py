@@ -32,7 +32,6 @@ Writes out_dir/results.json ({"runs": {NAME: {"trained_n_loop", "fixed": [...], 
 
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -43,7 +42,8 @@ from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
 from engine import ExitRule
-from experiments.common import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
+from experiments.common import (SEEDS, STUDIES, RunError, command_line, eval_windows, generation_scores, load_run,
+                                provenance, train_study)
 from experiments.report import by_study, mean_spread, plot_studies
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
@@ -132,17 +132,19 @@ def main(c):
     if c['threads']:
         torch.set_num_threads(c['threads'])
     t0 = time.time()
+    command = command_line('experiments.exit')
+    origin = provenance(command, torch.get_num_threads())  # before out_dir's files change
     results, info = earlier(c, names)
     for name in names:
         runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
         results.update(measure(name, runs_dir, c))
-    command = ' '.join(['python -m experiments.exit'] + [shlex.quote(a) for a in sys.argv[1:]])
     info['commands'].append(dict(command=command, studies=names, wall_s=time.time() - t0,
                                  machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
-                                         f"{torch.get_num_threads()} threads"))
+                                         f"{torch.get_num_threads()} threads",
+                                 provenance=origin))  # each call's own
     os.makedirs(c['out_dir'], exist_ok=True)
     with open(os.path.join(c['out_dir'], 'results.json'), 'w') as f:
-        json.dump(dict(info=info, config=c, runs=results), f)
+        json.dump(dict(info=info, provenance=info['commands'][-1]['provenance'], config=c, runs=results), f)
     text = report(info, results)
     with open(os.path.join(c['out_dir'], 'results.md'), 'w') as f:
         f.write(text)

@@ -24,7 +24,6 @@ Writes out_dir/results.json (every point of every run and seed), results.md and 
 
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -35,7 +34,8 @@ from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
 from engine import ExitRule, KVCache
-from experiments.common import SEEDS, STUDIES, RunError, eval_windows, generation_scores, load_run, train_study
+from experiments.common import (SEEDS, STUDIES, RunError, command_line, eval_windows, generation_scores, load_run,
+                                provenance, train_study)
 from experiments.report import by_study, plot_studies
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
@@ -239,15 +239,16 @@ def main(c):
     if c['threads']:
         torch.set_num_threads(c['threads'])
     t0, results = time.time(), {}
+    origin = provenance(command_line('experiments.kv_budget'), torch.get_num_threads())  # before out_dir changes
     for name in names:
         runs_dir = train_study(name, c['runs_root'], c['data_dir'], c['experiment_args'], c['run_experiments'])
         results.update(measure(name, runs_dir, c))
-    info = dict(command=' '.join(['python -m experiments.kv_budget'] + [shlex.quote(a) for a in sys.argv[1:]]),
+    info = dict(command=origin['command'],
                 machine=f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
                 wall_s=time.time() - t0, eval_tokens=c['eval_tokens'], exit_threshold=c['exit_threshold'])
     os.makedirs(c['out_dir'], exist_ok=True)
     with open(os.path.join(c['out_dir'], 'results.json'), 'w') as f:
-        json.dump(dict(info=info, config=c, runs=results), f)
+        json.dump(dict(info=info, provenance=origin, config=c, runs=results), f)
     text = report(info, results)
     with open(os.path.join(c['out_dir'], 'results.md'), 'w') as f:
         f.write(text)

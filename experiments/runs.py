@@ -26,7 +26,7 @@ from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError, answer_groups, answer_hits, fixed_windows, load_meta
 from device import default_device
-from experiments.common import RunError, parse_counts, parse_pair, parse_prelude_coda
+from experiments.common import RunError, command_line, parse_counts, parse_pair, parse_prelude_coda, provenance
 from experiments.report import plot_all, results_markdown
 
 # -----------------------------------------------------------------------------
@@ -407,6 +407,8 @@ def run_grid(cfg, study='grid'):
     print(f"{len(runs)} runs x {len(seeds)} seeds, {tokens:,} tokens each"
           f"{' (x the budget)' if cfg['budgets'] else ''}, {cfg['jobs']} at a time, into {runs_path}", flush=True)
     t0, load0 = time.time(), _loadavg()
+    command = command_line(f'experiments.{study}')
+    origin = provenance(command, cfg['threads'] or torch.get_num_threads())  # before out_dir's files change
 
     def run_dir(run, s):
         return os.path.join(runs_path, f'{run.name}-s{s}')
@@ -425,13 +427,13 @@ def run_grid(cfg, study='grid'):
         print(f"{run.label:<20} seed {s}: val loss {res['val_loss']:.4f}{acc}")
     walls = [wall for wall, _ in trained.values()]
     reused = sum(r for _, r in trained.values())
-    info = dict(command=' '.join([f'python -m experiments.{study}'] + [shlex.quote(a) for a in sys.argv[1:]]),
-                machine=_machine(cfg), wall_s=time.time() - t0, load_start=load0, load_end=_loadavg(),
+    info = dict(command=command, machine=_machine(cfg), wall_s=time.time() - t0, load_start=load0, load_end=_loadavg(),
                 seeds=seeds, tokens=tokens, eval_tokens=len(data['val']) * cfg['batch_size'] * cfg['block_size'],
                 runs_wall_s=sum(walls), reused=reused, n_trained=len(todo))
     os.makedirs(cfg['out_dir'], exist_ok=True)
     with open(os.path.join(cfg['out_dir'], 'results.json'), 'w') as f:
-        json.dump(dict(info=info, config=cfg, runs=[r.__dict__ for r in runs], results=results, sweeps=sweeps), f)
+        json.dump(dict(info=info, provenance=origin, config=cfg, runs=[r.__dict__ for r in runs], results=results,
+                       sweeps=sweeps), f)
     table = results_markdown(cfg, info, runs, comparisons, results, sweeps)
     with open(os.path.join(cfg['out_dir'], 'results.md'), 'w') as f:
         f.write(table)

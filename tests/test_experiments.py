@@ -58,6 +58,9 @@ def test_grid_end_to_end(tmp_path):
         results = json.load(f)
     runs = [grid_runs.Run(**r) for r in results['runs']]
     assert [r.name for r in runs] == ['gpt1', 'loop1x2', 'gpt2', 'loop1x2-frozen', 'loop1+1x2+1']
+    command = 'python -m experiments.grid ' + ' '.join(args)  # the argv, as typed
+    assert results['provenance']['command'] == results['info']['command'] == command
+    assert results['provenance']['threads'] == 1 and len(results['provenance']['commit']) == 40
     table = (out / 'results.md').read_text()
     assert table in p.stdout  # printed too
     for r in runs:
