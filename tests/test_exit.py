@@ -94,7 +94,8 @@ def test_state_criterion_exits_where_the_hand_computed_change_says(min_loops):
     """The state criterion against the loop's own states: rows of one token each (nothing cached
     before them), model.loop(states=...) gives h_0 .. h_N of each; δ_n = ‖h_n − h_(n-1)‖ / ‖h_n‖,
     its sums of squares written out, gives each row's exit, the first n >= min_loops with
-    δ_n < t (N if none), and the row's logits are the model's forward at n_loop = that exit."""
+    δ_n < t (N if none), and the row's logits are the model's forward at n_loop = that exit.
+    Every row is read out (lm_head) once: the criterion's point at a large vocabulary."""
     model = make_model(n_loop=4, loop_norm=False)
     idx = torch.randperm(64, generator=torch.Generator().manual_seed(4))[:16, None]  # 16 different tokens
     states = []
@@ -108,9 +109,12 @@ def test_state_criterion_exits_where_the_hand_computed_change_says(min_loops):
         column = sorted(row[n_split - 1] for row in delta)
         threshold = (column[7] + column[8]) / 2  # halfway between two rows' δ: no decision on rounding
         expect = [next((n for n in range(min_loops, 4) if row[n - 1] < threshold), 4) for row in delta]
+        read = []  # the rows of every read-out: each row's one, at its stop
+        hook = model.lm_head.register_forward_hook(lambda m, args, out: read.append(out.size(0)))
         with torch.no_grad():
             logits, loops = step_with_exit(model, idx, KVCache(model, 16, 24), ExitRule(threshold, min_loops, 'state'))
-            assert loops.tolist() == expect
+            hook.remove()
+            assert loops.tolist() == expect and sum(read) == 16
             for b, n in enumerate(expect):
                 torch.testing.assert_close(logits[b], model(idx[b:b + 1], n_loop=n)[0][0], atol=1e-5, rtol=0)
         seen |= set(expect)
