@@ -244,6 +244,8 @@ def plot(path, results):
             rows, _ = points(results, study, run)
             for kind, style in (('fixed', 'o-'), ('kl', '^--'), ('entropy', 's:'), ('state', 'D-.')):
                 ps = [ps for label, ps in rows if label.startswith(kind)]
+                if not ps:  # a criterion this measurement skipped
+                    continue
                 x = [np.mean([p['mean_iterations'] for p in q]) for q in ps]
                 y = [np.mean([p['val_loss'] for p in q]) for q in ps]
                 ax.plot(x, y, style, color=f'C{i}', ms=4, label=f'{run}: {kind}')
