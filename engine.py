@@ -125,12 +125,27 @@ class KVCache:
 # per-token exit
 
 
+EXIT_CRITERIA = ('kl', 'entropy', 'state')  # ExitRule.criterion: step_with_exit has their equations
+
+
 @dataclass
 class ExitRule:
     """When a generated token stops iterating (step_with_exit has the rule)."""
-    threshold: float       # a token stops once its criterion is below this, in nats
+    threshold: float       # a token stops once its criterion is below this (nats for kl and entropy; a ratio for state)
     min_loops: int = 1     # but not before this many iterations
-    criterion: str = 'kl'  # 'kl': KL(p_n ‖ p_{n-1}), Huginn's rule; 'entropy': H(p_n)
+    criterion: str = 'kl'  # 'kl': KL(p_n ‖ p_{n-1}), Huginn's rule; 'entropy': H(p_n); 'state': ‖h_n − h_{n-1}‖ / ‖h_n‖
+
+
+def exit_measure(criterion, h_prev, h, logp_prev, logp):
+    """d_n of each row (R,), the number step_with_exit compares with the threshold after iteration
+    n: h_prev, h (R, 1, C) the loop states h_{n-1}, h_n; logp_prev, logp (R, 1, V) log p_{n-1},
+    log p_n (None for 'state', which reads out nothing)."""
+    if criterion == 'state':  # δ_n = ‖h_n − h_{n-1}‖ / ‖h_n‖, the norms over the token's C channels, in fp32
+        h_prev, h = h_prev.float(), h.float()
+        return ((h - h_prev).norm(dim=-1) / h.norm(dim=-1)).view(-1)
+    if criterion == 'kl':  # Σ_v p_n(v) (log p_n(v) − log p_{n-1}(v))
+        return F.kl_div(logp_prev, logp, reduction='none', log_target=True).sum(-1).view(-1)
+    return -(logp.exp() * logp).sum(-1).view(-1)  # H(p_n) = −Σ_v p_n(v) log p_n(v)
 
 
 def read_out(model, h, kv_cache):
@@ -153,19 +168,24 @@ def step_with_exit(model, idx, kv_cache, exit):
 
         kl:       KL(p_n ‖ p_{n-1}) = Σ_v p_n(v) (log p_n(v) − log p_{n-1}(v)) < threshold
         entropy:  H(p_n) = −Σ_v p_n(v) log p_n(v) < threshold
+        state:    δ_n = ‖h_n − h_{n-1}‖ / ‖h_n‖ < threshold      (norms over the C channels)
 
     and it stops at N = model.n_loop in any case. KL is Huginn's rule (its model card uses
     5e-4): stop once an iteration no longer changes the prediction. At n = 1 it compares p_1
     with the read-out of h_0, the embeddings (after the prelude, if any): a real prediction,
     if a poor one, so the rule needs no special case. Entropy needs only p_n: it can stop a
-    token after one iteration even where p_0 says nothing.
+    token after one iteration even where p_0 says nothing. kl and entropy read out (coda,
+    ln_f, lm_head: C x V) after every iteration; state, Huginn's latent-diff, reads the loop
+    state alone and reads out once, when the row stops (or at N): at a large vocabulary the
+    read-out costs as much as an iteration, and only state saves it.
 
     A stopped row leaves the batch of the later iterations (its coda slots keep what h_m gave,
     its later loop groups get carry_latest's copies), and nothing it holds changes what the
     other rows compute. The loop runs on the device: the one host sync per iteration is
     nonzero(), which gives the rows still running and says whether any is."""
-    assert idx.size(1) == 1 and exit.min_loops >= 1 and exit.criterion in ('kl', 'entropy')
+    assert idx.size(1) == 1 and exit.min_loops >= 1 and exit.criterion in EXIT_CRITERIA
     B, N = idx.size(0), model.n_loop
+    every = exit.criterion != 'state'  # a read-out after every iteration, or only at a row's stop
     x = model.run_blocks(model.transformer.prelude, model.embed(idx, pos0=kv_cache.pos), kv_cache, 0)
     h = model.gate(0) * x                                   # h_0 = a_0 ⊙ x_0 (LoopGPT.loop), (B, 1, C)
     logp = read_out(model, h, kv_cache).log_softmax(-1) if exit.criterion == 'kl' else None
@@ -174,29 +194,31 @@ def step_with_exit(model, idx, kv_cache, exit):
     early = False                   # did a row stop below the last loop group (see carry_latest)?
     together = None                 # the iteration all rows stopped at, if they stopped at once
     for n in range(1, N + 1):
-        h = model.iterate(h, x, n, cache)                   # the loop rule, h_{n-1} -> h_n
-        z = read_out(model, h, cache)                       # (R, 1, V)
-        if rows is not None:
+        h_prev, h = h, model.iterate(h, x, n, cache)        # the loop rule, h_{n-1} -> h_n
+        z = read_out(model, h, cache) if every or n == N else None  # (R, 1, V)
+        if rows is not None and z is not None:
             logits[rows], loops[rows] = z, n                # a row's last write is its answer
         if n == N:
             break
-        logp_n = z.log_softmax(-1)
+        logp_n = z.log_softmax(-1) if every else None
         if n >= exit.min_loops and exit.threshold > 0:     # else no row may stop yet
-            if exit.criterion == 'kl':  # Σ p_n (log p_n − log p_{n-1})
-                d = F.kl_div(logp, logp_n, reduction='none', log_target=True).sum(-1)
-            else:
-                d = -(logp_n.exp() * logp_n).sum(-1)
-            keep = (d.view(-1) >= exit.threshold).nonzero().view(-1)  # the host sync
-            if len(keep) < len(z):                          # some rows stop at n
+            stop = exit_measure(exit.criterion, h_prev, h, logp, logp_n) < exit.threshold
+            keep = (~stop).nonzero().view(-1)               # the host sync
+            if len(keep) < len(h):                          # some rows stop at n
                 early |= kv_cache.group(n) < kv_cache.n_groups
-                if rows is None:                            # the first to stop: z holds every row's answer
+                if not every:                               # state: the stopping rows' one read-out
+                    logits, loops = read_out_stopped(model, h, kv_cache, rows, stop, len(keep), n, logits, loops)
+                if rows is None:                            # the first to stop
                     together = n if len(keep) == 0 else None
-                    logits, loops, rows = z, torch.full((B,), n, device=idx.device), keep
+                    if every:                               # z holds every row's answer
+                        logits, loops = z, torch.full((B,), n, device=idx.device)
+                    rows = keep
                 else:
                     rows = rows[keep]
                 if len(keep) == 0:
                     break
-                h, x, logp_n = h[keep], x[keep], logp_n[keep]
+                h, x = h[keep], x[keep]
+                logp_n = logp_n[keep] if every else None
                 cache = kv_cache.select(rows)
         logp = logp_n
     if rows is None:  # no row stopped early: all ran N iterations
@@ -204,6 +226,22 @@ def step_with_exit(model, idx, kv_cache, exit):
     if early:
         kv_cache.carry_latest(loops, together)
     kv_cache.advance(1)
+    return logits, loops
+
+
+def read_out_stopped(model, h, kv_cache, rows, stop, n_keep, n, logits, loops):
+    """For the state criterion: read out the rows that stop at iteration n (stop (R,), of the rows
+    `rows` of the batch, None: all; n_keep of them go on) and write their answers into logits
+    (B, 1, V) and loops (B,), made here at the first stop (loops N where no row has stopped yet).
+    A stable sort puts the stopping rows last, in order, without another host sync."""
+    done = torch.argsort(stop.to(torch.uint8), stable=True)[n_keep:]
+    where = done if rows is None else rows[done]            # their rows of the batch
+    z = read_out(model, h[done], kv_cache.select(where))    # (D, 1, V): the coda's slots see these rows alone
+    if logits is None:
+        B = h.size(0)  # rows is None at the first stop: h has every row
+        logits = z.new_empty((B,) + z.shape[1:])
+        loops = torch.full((B,), model.n_loop, device=h.device)
+    logits[where], loops[where] = z, n
     return logits, loops
 
 

@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from checkpoint import CheckpointError, load_model, load_tokenizer, set_n_loop
 from configurator import ConfigError, answer_help, config_keys, configure
 from device import DTYPES, autocast_context, default_device, default_dtype, device_type_of
-from engine import ExitRule, stream, teacher_forced
+from engine import EXIT_CRITERIA, ExitRule, stream, teacher_forced
 from model import LoopGPT
 
 # lm-eval is needed only to evaluate (LoopLM's base class): without it this file still imports
@@ -73,7 +73,7 @@ batch_size = 16          # sequences per forward pass
 n_loop = ''              # LoopGPT: loop iterations ('' as trained), or several, '1,2,4,8': one evaluation each
 exit_threshold = 0.0     # LoopGPT: per-token exit, each token stops once its criterion < this (0: off)
 exit_min_loops = 1       # with exit: iterations every token runs at least
-exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}), or 'entropy', H(p_n)
+exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}), 'entropy', H(p_n), or 'state', |h_n - h_{n-1}| / |h_n|
 kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration
 rolling_stride = 0       # perplexity: tokens scored per window; 0: block_size, lm-eval's disjoint windows, as published
                          # figures; smaller: overlapping windows (more context, lower perplexity, NOT comparable)
@@ -347,8 +347,8 @@ def check_config(c):
         return f"gen_kwargs must be KEY=VALUE pairs, comma-separated, like 'max_gen_toks=64', not {c['gen_kwargs']!r}."
     if c['exit_min_loops'] < 1:
         return f"exit_min_loops must be at least 1, not {c['exit_min_loops']}."
-    if c['exit_criterion'] not in ('kl', 'entropy'):
-        return f"unknown exit_criterion {c['exit_criterion']!r}: use 'kl' or 'entropy'."
+    if c['exit_criterion'] not in EXIT_CRITERIA:
+        return f"unknown exit_criterion {c['exit_criterion']!r}: use one of {', '.join(map(repr, EXIT_CRITERIA))}."
     if c['dtype'] not in DTYPES:
         return f"unknown dtype '{c['dtype']}': use one of {', '.join(DTYPES)}."
     if device_type_of(c['device']) == 'cuda' and not torch.cuda.is_available():

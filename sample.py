@@ -35,7 +35,7 @@ import torch
 from checkpoint import HF_NAMES, CheckpointError, load_model, load_tokenizer, set_n_loop
 from configurator import ConfigError, answer_help, config_keys, configure
 from device import DTYPES, autocast_context, default_device, default_dtype, device_type_of
-from engine import ExitRule, KVCache, generate
+from engine import EXIT_CRITERIA, ExitRule, KVCache, generate
 from model import LoopGPT
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
@@ -54,7 +54,8 @@ top_p = None             # nucleus sampling: among the likeliest tokens whose pr
 n_loop = None            # LoopGPT only: loop iterations at test time (None: as trained); with exit, the most
 exit_threshold = 0.0     # LoopGPT: each new token stops iterating once its criterion < this (Huginn: 5e-4); 0: off
 exit_min_loops = 1       # with exit: iterations every token runs at least
-exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}) of successive read-outs, or 'entropy', H(p_n)
+exit_criterion = 'kl'    # with exit: 'kl', KL(p_n || p_{n-1}) of successive read-outs, 'entropy', H(p_n), or
+                         # 'state', |h_n - h_{n-1}| / |h_n|: no read-out until the token stops (large vocabularies)
 use_cache = True         # KV cache: the same tokens as without it, faster (tools/bench.py measures by how much)
 kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration.
                          # 1: each token's last keys and values (drawn-depth models), 2: first + latest
@@ -104,8 +105,8 @@ def check_config(c):
         return f"exit_threshold must be 0 (off) or more, not {c['exit_threshold']}."
     if c['exit_min_loops'] < 1:
         return f"exit_min_loops must be at least 1, not {c['exit_min_loops']}."
-    if c['exit_criterion'] not in ('kl', 'entropy'):
-        return f"unknown exit_criterion {c['exit_criterion']!r}: use 'kl' or 'entropy'."
+    if c['exit_criterion'] not in EXIT_CRITERIA:
+        return f"unknown exit_criterion {c['exit_criterion']!r}: use one of {', '.join(map(repr, EXIT_CRITERIA))}."
     if c['kv_budget'] < 0:
         return f"kv_budget must be 0 (a group per loop iteration) or more, not {c['kv_budget']}."
     if c['exit_threshold'] > 0 and not c['use_cache']:

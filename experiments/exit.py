@@ -41,6 +41,7 @@ import torch
 from checkpoint import CheckpointError
 from configurator import ConfigError, answer_help, config_keys, configure
 from dataformat import DataError
+from engine import EXIT_CRITERIA as CRITERIA
 from engine import ExitRule
 from experiments.common import (SEEDS, STUDIES, RunError, command_line, eval_windows, generation_scores, load_run,
                                 provenance, train_study)
@@ -54,8 +55,9 @@ studies = 'stdlib,hops,deep,deep-hops'   # which of STUDIES to run, in this orde
 out_dir = 'experiments-out/exit'         # results.json, results.md, frontier.png
 runs_root = 'experiments-out'            # experiments.depth writes DIR/ (its results) and DIR-runs/ (the runs)
 data_dir = 'data'
-kl_thresholds = '1e-4,5e-4,3e-3,0.01,0.05,0.2,1,3,10'  # KL(p_n || p_{n-1}) < t; 5e-4 is Huginn's
-entropy_thresholds = '0.25,0.5,1,1.5,2,2.1,2.2,2.3,2.5,3'  # H(p_n) < t, in nats
+kl_thresholds = '1e-4,5e-4,3e-3,0.01,0.05,0.2,1,3,10'  # KL(p_n || p_{n-1}) < t; 5e-4 is Huginn's; '' = skip
+entropy_thresholds = '0.25,0.5,1,1.5,2,2.1,2.2,2.3,2.5,3'  # H(p_n) < t, in nats; '' = skip
+state_thresholds = '0.2,0.4,0.6,0.8,0.9,0.94,0.96,0.97,0.98,0.99,1,1.02'  # |h_n - h_{n-1}| / |h_n| < t, no read-out; '' = skip
 eval_tokens = 16384                      # val tokens per evaluation (the same windows for every model)
 batch_size = 64                          # windows evaluated together
 experiment_args = ''                     # more --key=value for every experiments.depth call, e.g. '--jobs=1'
@@ -77,7 +79,8 @@ RUNS = {
 
 
 def frontier(model, batches, groups, c):
-    """Fixed counts 1 .. 2N (N: the trained count) and exit at every threshold, at most N iterations."""
+    """Fixed counts 1 .. 2N (N: the trained count) and exit at every threshold of every criterion
+    (CRITERIA: c['kl_thresholds'], ...; one left out or '' is skipped), at most N iterations."""
     N = model.n_loop
     fixed = []
     for n in range(1, 2 * N + 1):
@@ -86,11 +89,14 @@ def frontier(model, batches, groups, c):
     model.n_loop = N
     adaptive = [dict(criterion=criterion, threshold=t,
                      **generation_scores(model, batches, groups, ExitRule(t, min_loops=1, criterion=criterion)))
-                for criterion in ('kl', 'entropy') for t in thresholds(c[f'{criterion}_thresholds'])]
+                for criterion in CRITERIA for t in thresholds(c.get(f'{criterion}_thresholds', ''))]
     return dict(trained_n_loop=N, fixed=fixed, adaptive=adaptive)
 
 
 def thresholds(text):
+    """The numbers of a comma-separated list ('' is none: the criterion is skipped)."""
+    if not text.strip():
+        return []
     try:
         values = [float(t) for t in text.split(',')]
     except ValueError:
@@ -127,8 +133,8 @@ def main(c):
     unknown = [s for s in names if s not in STUDIES]
     if unknown or not names:
         raise ConfigError(f"studies='{c['studies']}': choose from {', '.join(STUDIES)}, comma-separated.")
-    for key in ('kl_thresholds', 'entropy_thresholds'):
-        thresholds(c[key])
+    for criterion in CRITERIA:
+        thresholds(c[f'{criterion}_thresholds'])
     if c['threads']:
         torch.set_num_threads(c['threads'])
     t0 = time.time()
@@ -189,14 +195,17 @@ def run_table(results, study, run):
 
 
 def cheapest(rows, at_N, N, within=0.01):
-    """The exit point with the fewest iterations whose loss is within `within` of fixed N on every seed."""
+    """The exit point with the fewest iterations whose loss is within `within` of fixed N on every
+    seed, of all criteria, then of each."""
     ok = [(np.mean([p['mean_iterations'] for p in ps]), label) for label, ps in rows if not label.startswith('fixed')
           and all(p['val_loss'] - a <= within for p, a in zip(ps, at_N))]
     if not ok:
         return f"No exit point is within {within} of fixed N's val loss on every seed."
     m, label = min(ok)
+    each = [min((p for p in ok if p[1].startswith(f'{c} <')), default=None) for c in CRITERIA]
+    each = '; '.join(f"{label} at {m:.2f}" for m, label in filter(None, each))
     return (f"The cheapest exit point within {within} of fixed N's val loss on every seed: {label}, at {m:.2f} "
-            f"iterations per token ({m / N:.2f} N).")
+            f"iterations per token ({m / N:.2f} N). By criterion: {each}.")
 
 
 def earlier(c, names):
@@ -221,9 +230,10 @@ def report(info, results):
     parts = [f"{commands}"
              f"Every point: the val loss of predicting each of the same {info['eval_tokens']:,} val tokens (answer "
              f"positions only on hops) one at a time through the KV cache, as sample.py generates: fixed n runs n "
-             f"iterations; 'kl < t' and 'entropy < t' stop each token once KL(p_n ‖ p_(n-1)) or H(p_n) < t (at most N "
-             f"iterations; stopped tokens show later ones their last keys and values). Iterations per token: per "
-             f"scored target. * = the trained count N. ± is half the range over the seeds."]
+             f"iterations; 'kl < t', 'entropy < t' and 'state < t' stop each token once KL(p_n ‖ p_(n-1)), H(p_n) or "
+             f"‖h_n − h_(n-1)‖ / ‖h_n‖ < t (at most N iterations; stopped tokens show later ones their last keys and "
+             f"values; 'state' reads out once, at the stop). Iterations per token: per scored target. * = the trained "
+             f"count N. ± is half the range over the seeds."]
     for study, runs in by_study(results).items():
         parts.append(f"## {study} (experiments.depth {' '.join(STUDIES[study][1])})")
         parts += [run_table(results, study, run) for run in runs]
@@ -235,8 +245,10 @@ def plot(path, results):
     def draw(ax, study, runs):
         for i, run in enumerate(runs):
             rows, _ = points(results, study, run)
-            for kind, style in (('fixed', 'o-'), ('kl', '^--'), ('entropy', 's:')):
+            for kind, style in (('fixed', 'o-'), ('kl', '^--'), ('entropy', 's:'), ('state', 'D-.')):
                 ps = [ps for label, ps in rows if label.startswith(kind)]
+                if not ps:  # a criterion this measurement skipped
+                    continue
                 x = [np.mean([p['mean_iterations'] for p in q]) for q in ps]
                 y = [np.mean([p['val_loss'] for p in q]) for q in ps]
                 ax.plot(x, y, style, color=f'C{i}', ms=4, label=f'{run}: {kind}')

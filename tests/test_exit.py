@@ -60,7 +60,7 @@ def test_threshold_0_is_todays_generation(kw):
     model = make_model(**kw)
     for prompt, exact in ((PROMPT[:, :1], True), (PROMPT, False)):
         plain, plain_logits = generate_recording(model, prompt, 15)
-        for criterion in ('kl', 'entropy'):
+        for criterion in ('kl', 'entropy', 'state'):
             (out, loops), logits = generate_recording(model, prompt, 15, exit=ExitRule(0.0, criterion=criterion))
             assert torch.equal(out, plain) and loops.shape == (3, 15) and (loops == 3).all()
             if exact:
@@ -77,15 +77,51 @@ def test_stopping_everywhere_at_k_is_a_loop_of_k(k):
     tokens of n_loop = k. The prompt runs all iterations, so its keys and values beyond k
     differ, but no token of a k-iteration loop reads them; with a coda the prompt's coda keys
     come from h_N, so there the prompt is one token (which goes through the exit path)."""
-    for kw, prompt in (({}, PROMPT), (dict(n_prelude=1, n_coda=1, loop_norm=True), PROMPT[:, :1])):
+    for (kw, prompt), criterion in zip((({}, PROMPT), (dict(n_prelude=1, n_coda=1, loop_norm=True), PROMPT[:, :1])) * 2,
+                                       ('kl', 'kl', 'state', 'state')):
         model = make_model(**kw)
-        (out, loops), logits = generate_recording(model, prompt, 18, exit=ExitRule(1e9, min_loops=k))
+        (out, loops), logits = generate_recording(model, prompt, 18, exit=ExitRule(1e9, min_loops=k, criterion=criterion))
         assert (loops == k).all()
         model.n_loop = k
         short, short_logits = generate_recording(model, prompt, 18)
         assert torch.equal(out, short)
         torch.testing.assert_close(logits, short_logits, atol=1e-5, rtol=0)
         assert len(set(out[0].tolist())) > 3  # not a degenerate repeat-one-token model
+
+
+@pytest.mark.parametrize('min_loops', [1, 2])
+def test_state_criterion_exits_where_the_hand_computed_change_says(min_loops):
+    """The state criterion against the loop's own states: rows of one token each (nothing cached
+    before them), model.loop(states=...) gives h_0 .. h_N of each; δ_n = ‖h_n − h_(n-1)‖ / ‖h_n‖,
+    its sums of squares written out, gives each row's exit, the first n >= min_loops with
+    δ_n < t (N if none), and the row's logits are the model's forward at n_loop = that exit.
+    Every row is read out (lm_head) once: the criterion's point at a large vocabulary."""
+    model = make_model(n_loop=4, loop_norm=False)
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(4))[:16, None]  # 16 different tokens
+    states = []
+    with torch.no_grad():
+        model.loop(model.embed(idx), states=states)
+    hs = torch.cat(states, dim=1).double()  # (B, N + 1, C): h_0 .. h_N of each row
+    delta = [[math.sqrt(sum((a - b) ** 2 for a, b in zip(h[n].tolist(), h[n - 1].tolist())))
+              / math.sqrt(sum(a ** 2 for a in h[n].tolist())) for n in range(1, 5)] for h in hs]  # δ_1 .. δ_N
+    seen = set()
+    for n_split in range(min_loops, 4):  # a threshold that splits the rows at iteration n_split
+        column = sorted(row[n_split - 1] for row in delta)
+        threshold = (column[7] + column[8]) / 2  # halfway between two rows' δ: no decision on rounding
+        expect = [next((n for n in range(min_loops, 4) if row[n - 1] < threshold), 4) for row in delta]
+        read = []  # the rows of every read-out: each row's one, at its stop
+        hook = model.lm_head.register_forward_hook(lambda m, args, out: read.append(out.size(0)))
+        with torch.no_grad():
+            logits, loops = step_with_exit(model, idx, KVCache(model, 16, 24), ExitRule(threshold, min_loops, 'state'))
+            hook.remove()
+            assert loops.tolist() == expect and sum(read) == 16
+            for b, n in enumerate(expect):
+                torch.testing.assert_close(logits[b], model(idx[b:b + 1], n_loop=n)[0][0], atol=1e-5, rtol=0)
+        seen |= set(expect)
+    assert seen == set(range(min_loops, 5)), seen  # rows stopped at every n from min_loops to N
+    # the relative change is not the absolute one: ‖h_n‖ is far from 1, so that a rule
+    # without the division would stop elsewhere
+    assert all(abs(h.norm(dim=-1).log()).min() > 0.5 for h in hs[:, 1:])
 
 
 # -----------------------------------------------------------------------------
@@ -130,26 +166,29 @@ def reference_generate(model, prompt, n_new, rule, kv_budget=0, n_prefill=None):
         for i, b in enumerate(tr.prelude):
             x = block(b, x, ('pre', i), t, lambda s, i=i: kv[('pre', i)][s])
         h = model.gate(0) * x
-        logp = read_out(h, t).log_softmax(-1)
+        logp = read_out(h, t).log_softmax(-1) if rule.criterion != 'state' else None
 
         def r(n, s):
             return exit_at[s] if kv_budget and n >= kv_budget and not full else min(n, exit_at[s])
 
         for n in range(1, N + 1):
+            h_prev = h
             u = tr.inject(torch.cat((h, x))) if cfg.input_injection else h
             for i, b in enumerate(tr.h):
                 u = block(b, u, ('loop', n, i), t, lambda s, n=n, i=i: kv[('loop', r(n, s), i)][s])
             h = h + model.gate(n) * (u - h)
             if cfg.loop_norm:
                 h = tr.ln_loop(h)
-            logits = read_out(h, t)
-            logp_n = logits.log_softmax(-1)
-            p = logp_n.exp()
-            d = (p * (logp_n - logp)).sum() if rule.criterion == 'kl' else -(p * logp_n).sum()
+            if rule.criterion == 'state':  # no read-out until the stop
+                d = math.sqrt(sum((a - b).item() ** 2 for a, b in zip(h, h_prev))) / math.sqrt(sum(a.item() ** 2 for a in h))
+            else:
+                logp_n = read_out(h, t).log_softmax(-1)
+                p = logp_n.exp()
+                d = (p * (logp_n - logp)).sum() if rule.criterion == 'kl' else -(p * logp_n).sum()
+                logp = logp_n
             if n == N or (not full and n >= rule.min_loops and d < rule.threshold):
                 exit_at[t] = n
-                return logits, n
-            logp = logp_n
+                return read_out(h, t), n
 
     tokens, new_logits, loops = list(prompt), [], []
     n_prefill = len(prompt) - 1 if n_prefill is None else n_prefill
@@ -166,7 +205,9 @@ def reference_generate(model, prompt, n_new, rule, kv_budget=0, n_prefill=None):
 @pytest.mark.parametrize('kw,rule', [
     (WRAPPED, ExitRule(0.06, min_loops=1, criterion='kl')),
     (dict(n_loop=4, sharpen=6.0), ExitRule(0.5, min_loops=2, criterion='entropy')),
-], ids=['kl-prelude-coda-injection-norm', 'entropy-min2'])
+    (WRAPPED, ExitRule(0.7, min_loops=1, criterion='state')),
+    (dict(n_loop=4), ExitRule(0.3, min_loops=2, criterion='state')),
+], ids=['kl-prelude-coda-injection-norm', 'entropy-min2', 'state-prelude-coda-injection-norm', 'state-min2'])
 def test_exit_matches_a_slow_reference(kw, rule):
     """Rows that stop at different iterations, in one batch, against the reference run on each
     row alone: the same tokens, the same iterations per token, the same logits."""
@@ -222,6 +263,7 @@ BUDGET_CASES = {  # model settings, test-time n_loop, exit rule (None: no exit)
     'kl-prelude-coda-injection-norm': (WRAPPED, 3, ExitRule(0.06, min_loops=1, criterion='kl')),
     'no-exit-5-of-3-loops': ({}, 5, None),
     'entropy-min2-5-of-3-loops': (dict(sharpen=6.0), 5, ExitRule(0.5, min_loops=2, criterion='entropy')),
+    'state-prelude-coda-injection-norm': (WRAPPED, 3, ExitRule(0.6, criterion='state')),
 }
 
 
@@ -335,8 +377,9 @@ class HostSyncs(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize('rule', [ExitRule(0.06), ExitRule(0.7, criterion='state')], ids=['kl', 'state'])
 @pytest.mark.parametrize('k', [0, 1])
-def test_the_exit_loop_waits_for_the_device_once_per_iteration(k):
+def test_the_exit_loop_waits_for_the_device_once_per_iteration(k, rule):
     """At most one host sync per iteration (the nonzero that says which rows still run), so that
     on a GPU the exit saves time as well as iterations."""
     model = make_model(**WRAPPED)
@@ -345,6 +388,6 @@ def test_the_exit_loop_waits_for_the_device_once_per_iteration(k):
     with torch.no_grad():
         model(prompt[:, :-1], kv_cache=cache)
         with HostSyncs() as syncs:
-            _, loops = step_with_exit(model, prompt[:, -1:], cache, ExitRule(0.06))
+            _, loops = step_with_exit(model, prompt[:, -1:], cache, rule)
     assert len(loops.unique()) >= 2  # rows stop at different iterations
     assert 1 <= syncs.count <= loops.max().item()

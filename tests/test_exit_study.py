@@ -65,13 +65,15 @@ def test_groups_count_answers_only():
 
 def test_frontier_and_report():
     model, data = tiny_loop(), batches(n=1)
-    c = dict(kl_thresholds='1e-3,1e9', entropy_thresholds='10')
+    c = dict(kl_thresholds='1e-3,1e9', entropy_thresholds='10', state_thresholds='1e9')
     res = exit_study.frontier(model, data, None, c)
     assert res['trained_n_loop'] == 2 and model.n_loop == 2  # restored
     assert [p['n_loop'] for p in res['fixed']] == [1, 2, 3, 4]
-    assert [(p['criterion'], p['threshold']) for p in res['adaptive']] == [('kl', 1e-3), ('kl', 1e9), ('entropy', 10)]
-    assert res['adaptive'][1]['mean_iterations'] == 1  # everything stops at its first iteration
-    assert res['adaptive'][1]['val_loss'] == pytest.approx(res['fixed'][0]['val_loss'], abs=1e-6)
+    assert [(p['criterion'], p['threshold']) for p in res['adaptive']] == [('kl', 1e-3), ('kl', 1e9), ('entropy', 10),
+                                                                          ('state', 1e9)]
+    for p in (res['adaptive'][1], res['adaptive'][3]):  # everything stops at its first iteration
+        assert p['mean_iterations'] == 1 and p['val_loss'] == pytest.approx(res['fixed'][0]['val_loss'], abs=1e-6)
+    assert [p['criterion'] for p in exit_study.frontier(model, data, None, dict(kl_thresholds='1'))['adaptive']] == ['kl']
     # the report's verdict: the cheapest exit point within 0.01 of fixed N on every seed
     results = {f'stdlib/loop-s{s}': dict(study='stdlib', run='loop', seed=s, **res) for s in (1, 2)}
     info = dict(commands=[dict(command='c', studies=['stdlib'], machine='m', wall_s=60)], eval_tokens=36)

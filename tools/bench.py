@@ -61,7 +61,7 @@ import torch
 from configurator import ConfigError, answer_help, config_keys, configure, join_values
 from device import (DTYPES, autocast_context, default_device, default_dtype, device_defaults, device_type_of,
                     peak_flops_of)
-from engine import ExitRule, KVCache, generate
+from engine import EXIT_CRITERIA, ExitRule, KVCache, generate
 from model import build_model
 
 if __name__ == '__main__':  # --help: the docstring and the keys below, before they are computed
@@ -89,8 +89,9 @@ train_iters = 10
 gen_tokens = 0           # new tokens per generation, after a 1-token prompt; 0: fill the context (block_size - 1)
 gen_batch = 1            # sequences generated together (sample.py generates its num_samples as one batch)
 kv_budget = 0            # LoopGPT: loop groups the KV cache keeps (engine.KVCache); 0: one per iteration
-exit_threshold = 0.0     # > 0: also time the LoopGPT's generation with per-token exit (kl < this), and at
-                         # each fixed count 1 .. n_loop; 0: skip
+exit_threshold = 0.0     # > 0: also time the LoopGPT's generation with per-token exit (criterion < this), and
+                         # at each fixed count 1 .. n_loop; 0: skip
+exit_criterion = 'kl'    # with exit: 'kl', 'entropy' (both read out every iteration) or 'state' (engine.ExitRule)
 hf = False               # True: instead, time generate() of the exported LoopGPT (export.py) against transformers'
                          # GPT2LMHeadModel of the same depth and width, and engine.py, at batch 1 and 8 (one line)
 # system
@@ -143,6 +144,8 @@ def check_config(c):
     for key in ('n_prelude', 'n_coda', 'warmup_iters', 'bptt_loops', 'exit_threshold', 'kv_budget'):
         if c[key] < 0:
             return f"{key} must not be negative, not {c[key]}."
+    if c['exit_criterion'] not in EXIT_CRITERIA:
+        return f"unknown exit_criterion {c['exit_criterion']!r}: use one of {', '.join(map(repr, EXIT_CRITERIA))}."
     try:
         counts = loop_counts_of(c)
     except ValueError:
@@ -272,7 +275,7 @@ def prompts(c):
 
 
 def exit_timings(model, prompt, c, ctx):
-    """Generation ms/token with the cache and per-token exit (kl < exit_threshold, at most n_loop
+    """Generation ms/token with the cache and per-token exit (exit_criterion < exit_threshold, at most n_loop
     iterations), its mean iterations per token m, and ms/token at each fixed count n = 1 ..
     max(n_loop, ceil(m) + 1): exit pays for itself if it costs no more than ceil(m) + 1."""
     def ms_per_token(**kw):
@@ -285,7 +288,7 @@ def exit_timings(model, prompt, c, ctx):
         return (time.perf_counter() - t0) / c['gen_tokens'] * 1000, out
 
     trained, r = model.n_loop, {}
-    r['infer_exit_ms'], (_, loops) = ms_per_token(exit=ExitRule(c['exit_threshold']))  # loops: (B, gen_tokens)
+    r['infer_exit_ms'], (_, loops) = ms_per_token(exit=ExitRule(c['exit_threshold'], criterion=c['exit_criterion']))
     r['exit_loops'] = loops.float().mean().item()
     r['exit_apart'] = (loops.amax(0) != loops.amin(0)).float().mean().item()  # steps whose rows ran different counts
     r['exit_row_loops'] = loops.float().mean(1).tolist()  # each row's mean iterations
@@ -373,8 +376,8 @@ def exit_line(rows, c):
                      f"{r['exit_apart']:.0%} of steps, per-row mean iterations {min(rows_loops):.2f} to "
                      f"{max(rows_loops):.2f}" if len(rows_loops) > 1 else "one row, nothing to stop apart")
             return (f"{label}, generation ms/{per} with the KV cache, best of {r['rounds']} rounds: {fixed}; per-token "
-                    f"exit (kl < {c['exit_threshold']:g}) {r['infer_exit_ms']:.2f} at m = {m:.2f} iterations per "
-                    f"token on average; no more than the fixed ceil(m) + 1 = {math.ceil(m) + 1} ({bound:.2f}) in "
+                    f"exit ({c['exit_criterion']} < {c['exit_threshold']:g}) {r['infer_exit_ms']:.2f} at m = {m:.2f} "
+                    f"iterations per token on average; no more than the fixed ceil(m) + 1 = {math.ceil(m) + 1} ({bound:.2f}) in "
                     f"{r['exit_rounds_met']} of {r['rounds']} rounds; {apart}. The weights are random: where tokens "
                     f"stop says nothing about a trained model, the line shows what the exit path costs at the depth "
                     f"it ran.")
