@@ -19,9 +19,9 @@ import sys
 import torch
 from torch.nn import functional as F
 
-from checkpoint import load_checkpoint, model_from_checkpoint
-from configurator import ConfigError
-from dataformat import answer_groups, fixed_windows, load_meta
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from configurator import ConfigError, config_keys, configure
+from dataformat import DataError, answer_groups, fixed_windows, load_meta
 from device import default_device
 from engine import KVCache, teacher_forced
 
@@ -103,6 +103,17 @@ def parse_prelude_coda(text):
         raise ConfigError(f"prelude_coda='{text}' is not P+kxL+C with P + C >= 1: "
                           f"write it like '1+1x2+1' (or '' to skip it).")
     return tuple(int(g) for g in m.groups())
+
+
+def run_study(main, namespace):
+    """A study script's command line: its config keys (those of namespace, the script's globals)
+    with the files and --key=value of sys.argv, then main(config). A mistake the user can cause
+    ends in one line, exit code 1."""
+    try:
+        main(configure(config_keys(namespace), sys.argv[1:]))
+    except (ConfigError, CheckpointError, DataError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def train_study(name, runs_root, data_dir, experiment_args='', run=True):

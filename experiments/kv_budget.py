@@ -30,12 +30,10 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import CheckpointError
-from configurator import ConfigError, answer_help, config_keys, configure
-from dataformat import DataError
+from configurator import ConfigError, answer_help
 from engine import ExitRule, KVCache
-from experiments.common import (SEEDS, STUDIES, RunError, command_line, eval_windows, generation_scores, load_run,
-                                provenance, train_study)
+from experiments.common import (SEEDS, STUDIES, command_line, eval_windows, generation_scores, load_run, provenance,
+                                run_study, train_study)
 from experiments.report import by_study, plot_studies
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
@@ -257,8 +255,4 @@ def main(c):
 
 
 if __name__ == '__main__':
-    try:
-        main(configure(config_keys(globals()), sys.argv[1:]))
-    except (ConfigError, CheckpointError, DataError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_study(main, globals())

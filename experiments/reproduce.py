@@ -24,11 +24,10 @@ import time
 
 import torch
 
-from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from configurator import ConfigError, answer_help, config_keys, configure
-from dataformat import DataError
+from checkpoint import load_checkpoint, model_from_checkpoint
+from configurator import ConfigError, answer_help, config_keys
 from experiments import runs
-from experiments.common import RunError, provenance
+from experiments.common import RunError, provenance, run_study
 
 if __name__ == '__main__':  # --help: the docstring and the keys below
     answer_help(__file__, sys.argv[1:])
@@ -132,8 +131,4 @@ def verdict(rows, tolerance, what, record):
 
 
 if __name__ == '__main__':
-    try:
-        main(configure(config_keys(globals()), sys.argv[1:]))
-    except (ConfigError, CheckpointError, DataError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_study(main, globals())
